@@ -1,0 +1,36 @@
+//! Collectors: each reads one part of the machine and appends samples.
+//!
+//! Every collector decides `is_available()` once at start-up; the runner logs that once
+//! and never calls `collect` on an unavailable one. A failing collector reports
+//! `dcmon_collector_up{collector} 0` and never stops the others.
+
+pub mod os;
+
+/// Every collector name, as used in `collectors.disabled`.
+pub const NAMES: &[&str] = &["os"];
+
+use dcmon_wire::MetricSample;
+
+/// Why one collection of one collector failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CollectError {
+    #[error("reading {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+/// One source of metrics.
+pub trait Collector: Send {
+    /// Stable name, used as the `collector` label and in the config.
+    fn name(&self) -> &'static str;
+    /// Whether this machine has what the collector reads; decided once at start-up.
+    fn is_available(&self) -> bool;
+    /// Appends this collection's samples to `out`. Labels `host`/`instance` are added by
+    /// the caller. On error, what was appended before the error is kept.
+    fn collect(&mut self, out: &mut Vec<MetricSample>) -> Result<(), CollectError>;
+}

@@ -1,0 +1,146 @@
+//! The HTTP surface: `app(state)` builds the whole router.
+//!
+//! Anonymous routes: `GET /healthz` only. Agent routes need a valid agent signature;
+//! everything else needs an API token with a sufficient role.
+
+mod agent;
+mod prom;
+
+use crate::auth::{Role, require_role};
+use crate::state::AppState;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use dcmon_wire::api::ErrorBody;
+
+/// Largest request body accepted (a spooled multi-batch upload fits many times over).
+const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+
+/// The version and build printed by `/healthz` and `--version`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// Every error answer: HTTP status, stable machine code, human message.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    /// A failure of ours: logged in full, answered without internals.
+    pub fn internal(e: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %e, "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error; see the server log",
+        )
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut resp = (
+            self.status,
+            Json(ErrorBody {
+                code: self.code.to_owned(),
+                message: self.message,
+            }),
+        )
+            .into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            resp.headers_mut().insert(
+                axum::http::header::WWW_AUTHENTICATE,
+                axum::http::HeaderValue::from_static("Bearer realm=\"dcmon\""),
+            );
+        }
+        resp
+    }
+}
+
+/// The whole router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route(dcmon_wire::api::PATH_REGISTER, post(agent::register))
+        .route(dcmon_wire::api::PATH_PUSH, post(agent::push))
+        .route("/api/v1/query", get(prom::query).post(prom::query))
+        .route(
+            "/api/v1/query_range",
+            get(prom::query_range).post(prom::query_range),
+        )
+        .route("/api/v1/series", get(prom::series).post(prom::series))
+        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
+        .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/status/buildinfo", get(prom::buildinfo))
+        .route("/api/agents", get(agents_list))
+        .route("/api/stats", get(stats))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .with_state(state)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "status": "ok",
+        "version": VERSION,
+        "build": option_env!("DCMON_BUILD").unwrap_or("dev"),
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+}
+
+async fn agents_list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_role(&state, &headers, Role::Viewer).await?;
+    let db = state.control.clone();
+    let agents = tokio::task::spawn_blocking(move || db.list_agents())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({ "agents": agents })))
+}
+
+async fn stats(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    require_role(&state, &headers, Role::Viewer).await?;
+    let tsdb = state.tsdb.clone();
+    let s = tokio::task::spawn_blocking(move || tsdb.stats())
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(ApiError::internal)?;
+    Ok(Json(serde_json::json!({
+        "series": s.series,
+        "samples": s.samples,
+        "disk_bytes": s.disk_bytes,
+        "version": VERSION,
+    })))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,515 @@
+//! In-process tests of the router: authentication, authorisation and every way an
+//! agent request is refused.
+
+use super::app;
+use crate::auth::Role;
+use crate::config::{Approval, ServerConfig};
+use crate::control::ControlDb;
+use crate::state::{AppState, Clock};
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::http::{Request, StatusCode};
+use dcmon_wire::api::{PATH_PUSH, PATH_REGISTER, RegisterRequest};
+use dcmon_wire::batch::Encoder;
+
+trait EncodeOk {
+    fn encode_ok(&mut self, s: &[Scrape]) -> Vec<u8>;
+}
+
+impl EncodeOk for Encoder {
+    fn encode_ok(&mut self, s: &[Scrape]) -> Vec<u8> {
+        self.encode(s).unwrap()
+    }
+}
+use dcmon_wire::{Labels, MetricSample, Scrape, sign};
+use ed25519_dalek::SigningKey;
+use http_body_util::BodyExt;
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+use tower::ServiceExt;
+
+const T0: i64 = 1_800_000_000_000;
+
+struct TestClock(AtomicI64);
+
+impl Clock for TestClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    state: AppState,
+    clock: Arc<TestClock>,
+    nonce: u64,
+}
+
+struct TestAgent {
+    id: String,
+    key: SigningKey,
+}
+
+impl Harness {
+    fn new(approval: Approval) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config = ServerConfig {
+            data_dir: dir.path().to_owned(),
+            agents: crate::config::AgentsConfig {
+                approval,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let control = ControlDb::open(dir.path()).unwrap();
+        let tsdb = dcmon_tsdb::Tsdb::open(&dir.path().join("tsdb")).unwrap();
+        let clock = Arc::new(TestClock(AtomicI64::new(T0)));
+        let state = AppState::new(config, control, tsdb, clock.clone(), "SHA256:test".into());
+        Self {
+            _dir: dir,
+            state,
+            clock,
+            nonce: 0,
+        }
+    }
+
+    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+        let router = app(self.state.clone())
+            .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let resp = router.oneshot(req).await.unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+        )
+    }
+
+    fn next_nonce(&mut self) -> String {
+        self.nonce += 1;
+        format!("{:032x}", self.nonce)
+    }
+
+    /// A request signed by `key` as `agent_id` at `ts`, carrying `body` (sent as `sent_body`).
+    fn signed(
+        &mut self,
+        path: &str,
+        agent_id: Option<&str>,
+        key: &SigningKey,
+        ts: i64,
+        body: &[u8],
+        sent_body: &[u8],
+    ) -> Request<Body> {
+        let nonce = self.next_nonce();
+        let h = sign::sign(key, agent_id, "POST", path, ts, &nonce, body);
+        let mut b = Request::post(path)
+            .header(sign::HEADER_TIMESTAMP, h.timestamp_ms.to_string())
+            .header(sign::HEADER_NONCE, h.nonce)
+            .header(sign::HEADER_SIGNATURE, h.signature);
+        if let Some(id) = agent_id {
+            b = b.header(sign::HEADER_AGENT, id);
+        }
+        b.body(Body::from(sent_body.to_vec())).unwrap()
+    }
+
+    async fn register(&mut self, machine: &str, hostname: &str) -> (StatusCode, Value, SigningKey) {
+        let token = self
+            .state
+            .control
+            .create_enroll_token(1, Duration::from_secs(60), "test")
+            .unwrap();
+        let key = SigningKey::from_bytes(&[machine.len() as u8 + hostname.len() as u8; 32]);
+        let body = serde_json::to_vec(&RegisterRequest {
+            token,
+            public_key: sign::public_key_to_text(&key.verifying_key()),
+            hostname: hostname.into(),
+            machine_id: machine.into(),
+            agent_version: "test".into(),
+        })
+        .unwrap();
+        let now = self.clock.now_ms();
+        let req = self.signed(PATH_REGISTER, None, &key, now, &body, &body);
+        let (s, v) = self.send(req).await;
+        (s, v, key)
+    }
+
+    async fn agent(&mut self, machine: &str, hostname: &str) -> TestAgent {
+        let (s, v, key) = self.register(machine, hostname).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        TestAgent {
+            id: v["agent_id"].as_str().unwrap().to_owned(),
+            key,
+        }
+    }
+
+    async fn push(&mut self, agent: &TestAgent, body: &[u8]) -> (StatusCode, Value) {
+        let now = self.clock.now_ms();
+        let req = self.signed(PATH_PUSH, Some(&agent.id), &agent.key, now, body, body);
+        self.send(req).await
+    }
+
+    fn token(&self, role: Role) -> String {
+        self.state
+            .control
+            .create_api_token("t", role, "test")
+            .unwrap()
+    }
+
+    async fn query(&self, token: Option<&str>, q: &str) -> (StatusCode, Value) {
+        let mut b = Request::get(format!(
+            "/api/v1/query?query={}&time={}",
+            urlencode(q),
+            T0 as f64 / 1000.0
+        ));
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        self.send(b.body(Body::empty()).unwrap()).await
+    }
+}
+
+fn urlencode(s: &str) -> String {
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
+}
+
+fn scrape(ts: i64, host_label: &str) -> Scrape {
+    Scrape {
+        timestamp_ms: ts,
+        samples: vec![
+            MetricSample {
+                labels: Labels::new("node_load1", [("host", host_label)]).unwrap(),
+                value: 0.25,
+            },
+            MetricSample {
+                labels: Labels::new("node_memory_MemTotal_bytes", []).unwrap(),
+                value: 8.0 * 1024.0 * 1024.0 * 1024.0,
+            },
+        ],
+    }
+}
+
+#[tokio::test]
+async fn healthz_is_the_only_anonymous_route() {
+    let h = Harness::new(Approval::Auto);
+    let (s, v) = h
+        .send(Request::get("/healthz").body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "ok");
+    for path in [
+        "/api/v1/query?query=up",
+        "/api/v1/labels",
+        "/api/v1/series?match[]=up",
+        "/api/agents",
+        "/api/stats",
+        "/api/v1/label/host/values",
+    ] {
+        let (s, v) = h
+            .send(Request::get(path).body(Body::empty()).unwrap())
+            .await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{path}: {v}");
+    }
+    let (s, _) = h
+        .send(Request::post(PATH_PUSH).body(Body::from("x")).unwrap())
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn query_needs_a_valid_token_and_viewer_suffices() {
+    let h = Harness::new(Approval::Auto);
+    assert_eq!(h.query(None, "up").await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        h.query(Some("dcmon_at_bogus"), "up").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (s, v) = h.query(Some(&h.token(Role::Viewer)), "up").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["data"]["resultType"], "vector");
+    let (s, v) = h.query(Some(&h.token(Role::Viewer)), "sum(up) by (").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["errorType"], "bad_data");
+}
+
+#[tokio::test]
+async fn pushed_samples_are_queryable_under_the_registered_host() {
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("machine-1", "gpu01").await;
+    let mut enc = Encoder::new(7);
+    // The agent claims another host; the server files it under the registered one.
+    let (s, v) = h
+        .push(&agent, &enc.encode_ok(&[scrape(T0 - 1000, "evil")]))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["accepted_samples"], 2);
+    let token = h.token(Role::Viewer);
+    let (s, v) = h.query(Some(&token), "node_load1{host=\"gpu01\"}").await;
+    assert_eq!(s, StatusCode::OK);
+    let result = v["data"]["result"].as_array().unwrap();
+    assert_eq!(result.len(), 1, "{v}");
+    assert_eq!(result[0]["metric"]["instance"], "gpu01");
+    assert_eq!(result[0]["value"][1], "0.25");
+    assert_eq!(
+        h.query(Some(&token), "node_load1{host=\"evil\"}").await.1["data"]["result"],
+        serde_json::json!([])
+    );
+    // The next batch of the session, and a retransmission of it.
+    let b2 = enc.encode_ok(&[scrape(T0, "gpu01")]);
+    assert_eq!(h.push(&agent, &b2).await.1["duplicate"], false);
+    assert_eq!(h.push(&agent, &b2).await.1["duplicate"], true);
+}
+
+#[tokio::test]
+async fn unknown_session_asks_for_resync_and_bad_batch_is_rejected_whole() {
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("m", "host-a").await;
+    let mut enc = Encoder::new(1);
+    let _first = enc.encode_ok(&[scrape(T0 - 2000, "")]);
+    let second = enc.encode_ok(&[scrape(T0 - 1000, "")]);
+    let (s, v) = h.push(&agent, &second).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["code"], "wire_resync");
+    let (s, v) = h.push(&agent, b"\x00garbage").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(v["code"], "batch_invalid");
+    let mut enc = Encoder::new(2);
+    let (s, v) = h
+        .push(&agent, &enc.encode_ok(&[scrape(T0 + 3_600_000, "")]))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("ahead of the server clock"),
+        "{v}"
+    );
+    assert_eq!(h.state.tsdb.stats().unwrap().samples, 0);
+}
+
+#[tokio::test]
+async fn tampered_body_is_refused() {
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("m", "a").await;
+    let body = Encoder::new(3).encode_ok(&[scrape(T0, "")]);
+    let mut tampered = body.clone();
+    let last = tampered.len() - 1;
+    tampered[last] ^= 1;
+    let req = h.signed(PATH_PUSH, Some(&agent.id), &agent.key, T0, &body, &tampered);
+    let (s, v) = h.send(req).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("signature_invalid")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn wrong_key_is_refused() {
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("m", "a").await;
+    let other = SigningKey::from_bytes(&[99; 32]);
+    let body = Encoder::new(3).encode_ok(&[scrape(T0, "")]);
+    let req = h.signed(PATH_PUSH, Some(&agent.id), &other, T0, &body, &body);
+    let (s, v) = h.send(req).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("signature_invalid")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn replayed_request_is_refused() {
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("m", "a").await;
+    let body = Encoder::new(3).encode_ok(&[scrape(T0, "")]);
+    let req = h.signed(PATH_PUSH, Some(&agent.id), &agent.key, T0, &body, &body);
+    let (parts, b) = req.into_parts();
+    let again = Request::from_parts(parts.clone(), Body::from(body.clone()));
+    let (s, v) = h.send(Request::from_parts(parts, b)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (s, v) = h.send(again).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("nonce_replayed")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn stale_and_future_timestamps_are_refused() {
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("m", "a").await;
+    h.clock.0.store(T0 + 3_600_000, Ordering::SeqCst);
+    let body = Encoder::new(3).encode_ok(&[scrape(T0, "")]);
+    for ts in [T0 + 3_600_000 - 301_000, T0 + 3_600_000 + 301_000] {
+        let req = h.signed(PATH_PUSH, Some(&agent.id), &agent.key, ts, &body, &body);
+        let (s, v) = h.send(req).await;
+        assert_eq!(
+            (s, v["code"].as_str()),
+            (StatusCode::UNAUTHORIZED, Some("timestamp_stale")),
+            "{v}"
+        );
+        assert!(
+            v["message"]
+                .as_str()
+                .unwrap()
+                .contains("sync the agent's clock"),
+            "{v}"
+        );
+    }
+    // Signed before the server started: refused even within the skew window.
+    let req = h.signed(PATH_PUSH, Some(&agent.id), &agent.key, T0 - 1, &body, &body);
+    h.clock.0.store(T0 + 1000, Ordering::SeqCst);
+    let (s, v) = h.send(req).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("timestamp_stale")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn revoked_agent_is_refused_at_once() {
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("m", "a").await;
+    let mut enc = Encoder::new(3);
+    assert_eq!(
+        h.push(&agent, &enc.encode_ok(&[scrape(T0 - 10, "")]))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    h.state
+        .control
+        .set_agent_status(&agent.id, dcmon_wire::api::AgentStatus::Revoked, "test")
+        .unwrap();
+    let (s, v) = h.push(&agent, &enc.encode_ok(&[scrape(T0, "")])).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("agent_revoked")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn unknown_agent_and_unsigned_requests_are_refused() {
+    let mut h = Harness::new(Approval::Auto);
+    let key = SigningKey::from_bytes(&[5; 32]);
+    let req = h.signed(PATH_PUSH, Some("0123456789abcdef"), &key, T0, b"x", b"x");
+    let (s, v) = h.send(req).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("agent_unknown")),
+        "{v}"
+    );
+    let (s, v) = h
+        .send(
+            Request::post(PATH_PUSH)
+                .header(sign::HEADER_AGENT, "abc")
+                .body(Body::from("x"))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("signature_missing")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn manual_approval_keeps_agent_pending_until_approved() {
+    let mut h = Harness::new(Approval::Manual);
+    let (s, v, key) = h.register("m", "a").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "pending");
+    let agent = TestAgent {
+        id: v["agent_id"].as_str().unwrap().into(),
+        key,
+    };
+    let mut enc = Encoder::new(3);
+    let (s, v) = h.push(&agent, &enc.encode_ok(&[scrape(T0, "")])).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::FORBIDDEN, Some("agent_pending")),
+        "{v}"
+    );
+    h.state
+        .control
+        .set_agent_status("a", dcmon_wire::api::AgentStatus::Approved, "test")
+        .unwrap();
+    let mut enc = Encoder::new(4);
+    assert_eq!(
+        h.push(&agent, &enc.encode_ok(&[scrape(T0, "")])).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn registration_needs_a_valid_token_and_proof_of_key() {
+    let mut h = Harness::new(Approval::Auto);
+    let key = SigningKey::from_bytes(&[1; 32]);
+    let body = serde_json::to_vec(&RegisterRequest {
+        token: "dcmon_et_invalid".into(),
+        public_key: sign::public_key_to_text(&key.verifying_key()),
+        hostname: "h".into(),
+        machine_id: "m".into(),
+        agent_version: "t".into(),
+    })
+    .unwrap();
+    let req = h.signed(PATH_REGISTER, None, &key, T0, &body, &body);
+    let (s, v) = h.send(req).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("enroll_token_invalid")),
+        "{v}"
+    );
+    // Signed by a key other than the one being registered.
+    let other = SigningKey::from_bytes(&[2; 32]);
+    let req = h.signed(PATH_REGISTER, None, &other, T0, &body, &body);
+    let (s, v) = h.send(req).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("signature_invalid")),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn reregistering_a_machine_keeps_its_host_and_history() {
+    let mut h = Harness::new(Approval::Auto);
+    let a1 = h.agent("same-machine", "gpu7").await;
+    assert_eq!(
+        h.push(&a1, &Encoder::new(1).encode_ok(&[scrape(T0 - 5000, "")]))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let a2 = h.agent("same-machine", "gpu7").await;
+    assert_eq!(a1.id, a2.id);
+    assert_eq!(
+        h.push(&a2, &Encoder::new(2).encode_ok(&[scrape(T0, "")]))
+            .await
+            .0,
+        StatusCode::OK
+    );
+    let token = h.token(Role::Viewer);
+    let req = Request::get(format!(
+        "/api/v1/query_range?query=node_load1&start={}&end={}&step=1",
+        (T0 - 5000) / 1000,
+        T0 / 1000
+    ))
+    .header("authorization", format!("Bearer {token}"))
+    .body(Body::empty())
+    .unwrap();
+    let (s, v) = h.send(req).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let series = v["data"]["result"].as_array().unwrap();
+    assert_eq!(series.len(), 1, "{v}");
+    assert_eq!(series[0]["metric"]["host"], "gpu7");
+}

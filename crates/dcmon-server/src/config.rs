@@ -1,0 +1,490 @@
+//! `server.yaml` (or `.toml`): typed, validated, overridable from the environment and
+//! the command line. Precedence: defaults < file < environment < command line.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The whole server configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address and port the HTTPS listener binds.
+    pub listen: SocketAddr,
+    /// Directory of the databases, the TLS certificate and the installation secrets.
+    pub data_dir: PathBuf,
+    /// URL agents and browsers use to reach this server (printed in join commands).
+    /// Default: `https://<hostname>:<listen port>`.
+    pub public_url: Option<String>,
+    pub tls: TlsConfig,
+    pub agents: AgentsConfig,
+    pub retention: RetentionConfig,
+    pub log: LogConfig,
+}
+
+/// HTTPS certificate. Without files, a self-signed certificate is made in `data_dir/tls`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; set together with `key_file`.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (PKCS#8, SEC1 or PKCS#1).
+    pub key_file: Option<PathBuf>,
+    /// Extra DNS names or IP addresses for the generated certificate.
+    pub san: Vec<String>,
+}
+
+/// How agents join and authenticate.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentsConfig {
+    /// `auto`: a valid enrollment token admits the agent; `manual`: it waits for `dcmon agents approve`.
+    pub approval: Approval,
+    /// Largest accepted difference between an agent's signing time and the server clock.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Approval {
+    Auto,
+    Manual,
+}
+
+/// How long data is kept.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Raw samples older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub raw: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `error`, `warn`, `info`, `debug`, `trace`, or a tracing filter such as `dcmon=debug`.
+    pub level: String,
+    /// `text` or `json` (one object per line).
+    pub format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "0.0.0.0:8443".parse().expect("literal address"),
+            data_dir: PathBuf::from("/var/lib/dcmon"),
+            public_url: None,
+            tls: TlsConfig::default(),
+            agents: AgentsConfig::default(),
+            retention: RetentionConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for AgentsConfig {
+    fn default() -> Self {
+        Self {
+            approval: Approval::Auto,
+            max_clock_skew: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            raw: Duration::from_secs(7 * 24 * 3600),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: LogFormat::Text,
+        }
+    }
+}
+
+/// Environment variables that override a setting, and the setting's dotted path.
+pub const ENV_OVERRIDES: &[(&str, &str)] = &[
+    ("DCMON_LISTEN", "listen"),
+    ("DCMON_DATA_DIR", "data_dir"),
+    ("DCMON_PUBLIC_URL", "public_url"),
+    ("DCMON_TLS_CERT_FILE", "tls.cert_file"),
+    ("DCMON_TLS_KEY_FILE", "tls.key_file"),
+    ("DCMON_AGENTS_APPROVAL", "agents.approval"),
+    ("DCMON_AGENTS_MAX_CLOCK_SKEW", "agents.max_clock_skew"),
+    ("DCMON_RETENTION_RAW", "retention.raw"),
+    ("DCMON_LOG_LEVEL", "log.level"),
+    ("DCMON_LOG_FORMAT", "log.format"),
+];
+
+/// Everything wrong with a configuration, one problem per line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// One override: a dotted setting path, its text value, and where it came from.
+#[derive(Debug, Clone)]
+pub struct Override {
+    pub path: String,
+    pub value: String,
+    pub source: String,
+}
+
+impl ServerConfig {
+    /// Loads `file` (or defaults when `None`), then applies environment and `overrides`,
+    /// then validates. Every problem is reported at once.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+        overrides: &[Override],
+    ) -> Result<Self, ConfigError> {
+        let base = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                parse_file(path, &text)?
+            }
+            None => Self::default(),
+        };
+        let mut all: Vec<Override> = ENV_OVERRIDES
+            .iter()
+            .filter_map(|(var, path)| {
+                env(var).map(|value| Override {
+                    path: (*path).to_owned(),
+                    value,
+                    source: format!("environment variable {var}"),
+                })
+            })
+            .collect();
+        all.extend(overrides.iter().cloned());
+        let config = if all.is_empty() {
+            base
+        } else {
+            apply_overrides(base, &all)?
+        };
+        let problems = config.validate();
+        if problems.is_empty() {
+            Ok(config)
+        } else {
+            let origin = file
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "configuration".into());
+            Err(ConfigError::Invalid(
+                problems
+                    .iter()
+                    .map(|p| format!("{origin}: {p}"))
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ))
+        }
+    }
+
+    /// Every semantic problem, each naming its setting.
+    pub fn validate(&self) -> Vec<String> {
+        let mut p = Vec::new();
+        if self.data_dir.as_os_str().is_empty() {
+            p.push("data_dir: must not be empty".to_owned());
+        }
+        if self.tls.cert_file.is_some() != self.tls.key_file.is_some() {
+            p.push(
+                "tls: set both cert_file and key_file, or neither (to use a generated certificate)"
+                    .to_owned(),
+            );
+        }
+        if let Some(url) = &self.public_url {
+            if !url.starts_with("https://") {
+                p.push(format!(
+                    "public_url: {url:?} must start with https:// (dcmon serves HTTPS only)"
+                ));
+            }
+        }
+        let skew = self.agents.max_clock_skew;
+        if skew < Duration::from_secs(1) || skew > Duration::from_secs(3600) {
+            p.push("agents.max_clock_skew: must be between 1s and 1h".to_owned());
+        }
+        if self.retention.raw < Duration::from_secs(3600) {
+            p.push("retention.raw: must be at least 1h".to_owned());
+        }
+        if self.log.level.trim().is_empty() {
+            p.push("log.level: must not be empty (e.g. info)".to_owned());
+        }
+        p
+    }
+
+    /// The URL printed for agents and browsers.
+    pub fn public_url(&self) -> String {
+        match &self.public_url {
+            Some(u) => u.trim_end_matches('/').to_owned(),
+            None => {
+                let host = if self.listen.ip().is_unspecified() {
+                    crate::hostname()
+                } else if self.listen.ip().is_ipv6() {
+                    format!("[{}]", self.listen.ip())
+                } else {
+                    self.listen.ip().to_string()
+                };
+                format!("https://{host}:{}", self.listen.port())
+            }
+        }
+    }
+
+    /// Where `dcmon` admin commands find the databases: this config's data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<ServerConfig, ConfigError> {
+    let is_toml = path.extension().is_some_and(|e| e == "toml");
+    let result: Result<ServerConfig, String> = if is_toml {
+        toml::from_str(text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].matches('\n').count() + 1;
+                    format!(":{line}")
+                })
+                .unwrap_or_default();
+            format!("{}{at}: {}", path.display(), e.message().trim())
+        })
+    } else if text.trim().is_empty() {
+        Ok(ServerConfig::default())
+    } else {
+        serde_norway::from_str(text).map_err(|e| {
+            let at = e
+                .location()
+                .map(|l| format!(":{}:{}", l.line(), l.column()))
+                .unwrap_or_default();
+            let msg = e.to_string();
+            // serde_norway appends " at line N column M"; the location is already in front.
+            let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+            format!("{}{at}: {msg}", path.display())
+        })
+    };
+    result.map_err(|m| ConfigError::Invalid(with_hint(m)))
+}
+
+/// Adds a how-to-fix line to serde's messages that lack one.
+fn with_hint(message: String) -> String {
+    if message.contains("unknown field") {
+        format!(
+            "{message}\n  hint: remove or rename the key; `dcmon config example` prints every valid key with its default"
+        )
+    } else if message.contains("unknown variant") {
+        format!("{message}\n  hint: use one of the listed values")
+    } else {
+        message
+    }
+}
+
+fn apply_overrides(
+    base: ServerConfig,
+    overrides: &[Override],
+) -> Result<ServerConfig, ConfigError> {
+    let mut tree = serde_json::to_value(&base).expect("the config always serialises");
+    for o in overrides {
+        let value: serde_json::Value = match serde_norway::from_str::<serde_json::Value>(&o.value) {
+            Ok(v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_))) => v,
+            _ => serde_json::Value::String(o.value.clone()),
+        };
+        let mut node = &mut tree;
+        let parts: Vec<&str> = o.path.split('.').collect();
+        for (i, part) in parts.iter().enumerate() {
+            let Some(obj) = node.as_object_mut() else {
+                return Err(ConfigError::Invalid(format!(
+                    "{}: {} is not a section",
+                    o.source,
+                    parts[..i].join(".")
+                )));
+            };
+            if !obj.contains_key(*part) {
+                let valid: Vec<&String> = obj.keys().collect();
+                return Err(ConfigError::Invalid(format!(
+                    "{}: unknown setting {:?}; valid keys here: {}",
+                    o.source,
+                    o.path,
+                    valid
+                        .iter()
+                        .map(|s| s.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            if i + 1 == parts.len() {
+                obj.insert((*part).to_owned(), value.clone());
+                break;
+            }
+            node = obj.get_mut(*part).expect("checked above");
+        }
+        // Check each override on its own so the error names the one at fault.
+        if let Err(e) = serde_json::from_value::<ServerConfig>(tree.clone()) {
+            return Err(ConfigError::Invalid(format!(
+                "{}: {}={:?}: {e}",
+                o.source, o.path, o.value
+            )));
+        }
+    }
+    Ok(serde_json::from_value(tree).expect("validated after each override"))
+}
+
+/// A configuration as YAML.
+pub fn to_yaml(c: &ServerConfig) -> anyhow::Result<String> {
+    Ok(serde_norway::to_string(c)?)
+}
+
+/// The example configuration, every key with its default.
+pub fn example_yaml() -> String {
+    let mut out = String::from(
+        "# dcmon server configuration (every key shown with its default).\n\
+         # Environment overrides: ",
+    );
+    out.push_str(
+        &ENV_OVERRIDES
+            .iter()
+            .map(|(v, _)| *v)
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    out.push('\n');
+    out.push_str(
+        &serde_norway::to_string(&ServerConfig::default()).expect("the config always serialises"),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(name: &str, text: &str, env: &[(&str, &str)]) -> Result<ServerConfig, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(a, b)| ((*a).into(), (*b).into()))
+            .collect();
+        ServerConfig::load(
+            Some(&path),
+            |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()),
+            &[],
+        )
+        .map_err(|e| {
+            e.to_string()
+                .replace(&dir.path().display().to_string(), "DIR")
+        })
+    }
+
+    #[test]
+    fn defaults_and_file_values() {
+        let c = load(
+            "s.yaml",
+            "listen: 127.0.0.1:9000\nagents:\n  approval: manual\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.agents.approval, Approval::Manual);
+        assert_eq!(c.retention.raw, Duration::from_secs(7 * 86400));
+        let t = load(
+            "s.toml",
+            "listen = \"127.0.0.1:9001\"\n[retention]\nraw = \"30d\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(t.retention.raw, Duration::from_secs(30 * 86400));
+    }
+
+    #[test]
+    fn unknown_key_names_file_line_and_valid_keys() {
+        let e = load(
+            "s.yaml",
+            "listen: 127.0.0.1:9000\nagents:\n  aproval: manual\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.starts_with("DIR/s.yaml:3:3: agents: unknown field `aproval`, expected `approval` or `max_clock_skew`"), "{e}");
+        assert!(e.contains("hint:"), "{e}");
+        let e = load(
+            "s.toml",
+            "listen = \"127.0.0.1:9000\"\nlisten_port = 3\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(
+            e.starts_with("DIR/s.toml:2: unknown field `listen_port`"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn env_overrides_file_and_bad_values_name_the_variable() {
+        let c = load(
+            "s.yaml",
+            "listen: 127.0.0.1:9000\n",
+            &[
+                ("DCMON_LISTEN", "127.0.0.1:9100"),
+                ("DCMON_LOG_FORMAT", "json"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 9100);
+        assert_eq!(c.log.format, LogFormat::Json);
+        let e = load("s.yaml", "", &[("DCMON_AGENTS_MAX_CLOCK_SKEW", "soon")]).unwrap_err();
+        assert!(
+            e.starts_with(
+                "environment variable DCMON_AGENTS_MAX_CLOCK_SKEW: agents.max_clock_skew=\"soon\""
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let e = load(
+            "s.yaml",
+            "public_url: http://x\ntls:\n  cert_file: /a.pem\nretention:\n  raw: 5m\n",
+            &[],
+        )
+        .unwrap_err();
+        assert_eq!(e.lines().count(), 3, "{e}");
+        assert!(
+            e.contains("public_url: \"http://x\" must start with https://"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn example_parses_back() {
+        let text = example_yaml();
+        assert_eq!(
+            serde_norway::from_str::<ServerConfig>(&text).unwrap(),
+            ServerConfig::default()
+        );
+    }
+}

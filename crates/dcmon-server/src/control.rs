@@ -1,0 +1,669 @@
+//! The control store (`data_dir/control.sqlite`): users, API tokens, enrollment tokens,
+//! agents and the audit log. Admin commands open it directly, also while the server
+//! runs (SQLite WAL allows it), and the server reads it on every request, so a revoked
+//! agent or token is refused at once.
+//!
+//! Secrets are stored only as hashes: API and enrollment tokens as SHA-256 (they are
+//! 192+ random bits, so a fast hash is enough), passwords as Argon2id.
+
+use crate::auth::Role;
+use anyhow::{Context, Result, bail};
+use argon2::password_hash::{PasswordHasher, SaltString};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use dcmon_wire::api::AgentStatus;
+use rusqlite::{Connection, OptionalExtension, params};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+const FILE_NAME: &str = "control.sqlite";
+/// Prefix of API tokens, so that secret scanners and people recognise them.
+pub const API_TOKEN_PREFIX: &str = "dcmon_at_";
+/// Prefix of enrollment tokens.
+pub const ENROLL_TOKEN_PREFIX: &str = "dcmon_et_";
+
+const MIGRATIONS: &[&str] = &[
+    // 1: first schema.
+    "CREATE TABLE users (
+         id INTEGER PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE,
+         role TEXT NOT NULL,
+         password_hash TEXT NOT NULL,
+         created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE api_tokens (
+         id INTEGER PRIMARY KEY,
+         name TEXT NOT NULL,
+         role TEXT NOT NULL,
+         token_hash TEXT NOT NULL UNIQUE,
+         created_ms INTEGER NOT NULL,
+         revoked INTEGER NOT NULL DEFAULT 0
+     );
+     CREATE TABLE enroll_tokens (
+         id INTEGER PRIMARY KEY,
+         token_hash TEXT NOT NULL UNIQUE,
+         uses_left INTEGER NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         created_ms INTEGER NOT NULL,
+         created_by TEXT NOT NULL
+     );
+     CREATE TABLE agents (
+         id TEXT PRIMARY KEY,
+         machine_id TEXT NOT NULL UNIQUE,
+         hostname TEXT NOT NULL,
+         host TEXT NOT NULL UNIQUE,
+         public_key TEXT NOT NULL,
+         status TEXT NOT NULL,
+         agent_version TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         updated_ms INTEGER NOT NULL,
+         last_seen_ms INTEGER,
+         remote_addr TEXT
+     );
+     CREATE TABLE audit_log (
+         id INTEGER PRIMARY KEY,
+         ts_ms INTEGER NOT NULL,
+         actor TEXT NOT NULL,
+         action TEXT NOT NULL,
+         target TEXT NOT NULL,
+         detail TEXT NOT NULL,
+         remote TEXT
+     );",
+];
+
+/// An agent as the server knows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AgentRecord {
+    pub id: String,
+    pub machine_id: String,
+    pub hostname: String,
+    /// The `host` label of its samples (the hostname, made unique if two machines share one).
+    pub host: String,
+    pub public_key: String,
+    pub status: AgentStatus,
+    pub agent_version: String,
+    pub created_ms: i64,
+    pub last_seen_ms: Option<i64>,
+    pub remote_addr: Option<String>,
+}
+
+/// An API token's identity (never its secret).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct TokenRecord {
+    pub id: i64,
+    pub name: String,
+    pub role: Role,
+    pub created_ms: i64,
+    pub revoked: bool,
+}
+
+/// Why an enrollment was refused.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnrollError {
+    #[error("enrollment token is not known (mistyped, or issued by another server)")]
+    Unknown,
+    #[error("enrollment token expired; issue a new one with `dcmon enroll create`")]
+    Expired,
+    #[error("enrollment token has no uses left; issue a new one with `dcmon enroll create`")]
+    UsedUp,
+}
+
+/// One audit log entry.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AuditEntry {
+    pub ts_ms: i64,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub detail: String,
+}
+
+/// Handle on the control database.
+pub struct ControlDb {
+    path: PathBuf,
+    conn: Mutex<Connection>,
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// `n` random bytes from the operating system.
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    getrandom::fill(&mut b).expect("the operating system's random source is available");
+    b
+}
+
+fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+impl ControlDb {
+    /// Opens (creating and migrating as needed) the control store in `data_dir`.
+    pub fn open(data_dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(data_dir)
+            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        let path = data_dir.join(FILE_NAME);
+        let mut conn =
+            Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        // IMMEDIATE takes the write lock before reading the version, so a server and an
+        // admin command opening a new data dir at once do not both migrate it.
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if version as usize > MIGRATIONS.len() {
+            bail!(
+                "{} has schema version {version}, newer than this dcmon ({}); upgrade dcmon",
+                path.display(),
+                MIGRATIONS.len()
+            );
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            tx.execute_batch(sql)
+                .with_context(|| format!("migrating {} to version {}", path.display(), i + 1))?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        }
+        tx.commit()?;
+        Ok(Self {
+            path,
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> MutexGuard<'_, Connection> {
+        // Transactions roll back on drop, so a poisoned guard still holds a sound connection.
+        self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    // ---- API tokens -------------------------------------------------------------
+
+    /// Creates an API token and returns its secret (shown once, stored hashed).
+    pub fn create_api_token(&self, name: &str, role: Role, actor: &str) -> Result<String> {
+        let token = format!(
+            "{API_TOKEN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(random_bytes::<32>())
+        );
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO api_tokens (name, role, token_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![name, role.as_str(), hash_token(&token), now_ms()],
+        )?;
+        audit(
+            &conn,
+            actor,
+            "api_token.create",
+            name,
+            &format!("role={}", role.as_str()),
+            None,
+        )?;
+        Ok(token)
+    }
+
+    /// The token's identity when it is known and not revoked.
+    pub fn lookup_api_token(&self, token: &str) -> Result<Option<TokenRecord>> {
+        if !token.starts_with(API_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let conn = self.conn();
+        let row = conn
+            .query_row(
+                "SELECT id, name, role, created_ms, revoked FROM api_tokens WHERE token_hash = ?1 AND revoked = 0",
+                params![hash_token(token)],
+                token_row,
+            )
+            .optional()?;
+        Ok(row)
+    }
+
+    pub fn list_api_tokens(&self) -> Result<Vec<TokenRecord>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare("SELECT id, name, role, created_ms, revoked FROM api_tokens ORDER BY id")?;
+        let rows = stmt
+            .query_map([], token_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    pub fn revoke_api_token(&self, id: i64, actor: &str) -> Result<bool> {
+        let conn = self.conn();
+        let n = conn.execute(
+            "UPDATE api_tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
+            params![id],
+        )?;
+        if n > 0 {
+            audit(&conn, actor, "api_token.revoke", &id.to_string(), "", None)?;
+        }
+        Ok(n > 0)
+    }
+
+    // ---- enrollment tokens ------------------------------------------------------
+
+    /// Creates an enrollment token good for `uses` registrations within `ttl`.
+    pub fn create_enroll_token(&self, uses: u32, ttl: Duration, actor: &str) -> Result<String> {
+        if uses == 0 {
+            bail!("--uses must be at least 1");
+        }
+        let token = format!(
+            "{ENROLL_TOKEN_PREFIX}{}",
+            URL_SAFE_NO_PAD.encode(random_bytes::<24>())
+        );
+        let now = now_ms();
+        let conn = self.conn();
+        conn.execute(
+            "INSERT INTO enroll_tokens (token_hash, uses_left, expires_ms, created_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hash_token(&token), uses, now + ttl.as_millis() as i64, now, actor],
+        )?;
+        audit(
+            &conn,
+            actor,
+            "enroll_token.create",
+            &token[..ENROLL_TOKEN_PREFIX.len() + 4],
+            &format!("uses={uses} ttl={}", humantime::format_duration(ttl)),
+            None,
+        )?;
+        Ok(token)
+    }
+
+    // ---- agents -----------------------------------------------------------------
+
+    /// Registers (or re-registers) an agent with a valid enrollment token, atomically
+    /// spending one use of the token. The same machine keeps its id and `host` label,
+    /// so its history continues.
+    pub fn register_agent(
+        &self,
+        token: &str,
+        req: &dcmon_wire::api::RegisterRequest,
+        initial: AgentStatus,
+        remote: Option<&str>,
+    ) -> Result<Result<AgentRecord, EnrollError>> {
+        let now = now_ms();
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let tok: Option<(i64, i64, i64)> = tx
+            .query_row(
+                "SELECT id, uses_left, expires_ms FROM enroll_tokens WHERE token_hash = ?1",
+                params![hash_token(token)],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let Some((tok_id, uses_left, expires_ms)) = tok else {
+            return Ok(Err(EnrollError::Unknown));
+        };
+        if expires_ms <= now {
+            return Ok(Err(EnrollError::Expired));
+        }
+        if uses_left <= 0 {
+            return Ok(Err(EnrollError::UsedUp));
+        }
+        tx.execute(
+            "UPDATE enroll_tokens SET uses_left = uses_left - 1 WHERE id = ?1",
+            params![tok_id],
+        )?;
+        let existing: Option<(String, String)> = tx
+            .query_row(
+                "SELECT id, host FROM agents WHERE machine_id = ?1",
+                params![req.machine_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (id, action) = match existing {
+            Some((id, _host)) => {
+                tx.execute(
+                    "UPDATE agents SET hostname = ?2, public_key = ?3, status = ?4, agent_version = ?5,
+                         updated_ms = ?6, remote_addr = ?7 WHERE id = ?1",
+                    params![id, req.hostname, req.public_key, initial.as_str(), req.agent_version, now, remote],
+                )?;
+                (id, "agent.reregister")
+            }
+            None => {
+                let id = hex::encode(random_bytes::<8>());
+                let host = unique_host(&tx, &req.hostname, &req.machine_id)?;
+                tx.execute(
+                    "INSERT INTO agents (id, machine_id, hostname, host, public_key, status, agent_version,
+                         created_ms, updated_ms, remote_addr) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, ?9)",
+                    params![id, req.machine_id, req.hostname, host, req.public_key, initial.as_str(), req.agent_version, now, remote],
+                )?;
+                (id, "agent.register")
+            }
+        };
+        audit(
+            &tx,
+            "enrollment",
+            action,
+            &id,
+            &format!("hostname={} status={}", req.hostname, initial.as_str()),
+            remote,
+        )?;
+        let record = get_agent(&tx, &id)?.context("agent row just written")?;
+        tx.commit()?;
+        Ok(Ok(record))
+    }
+
+    pub fn agent(&self, id: &str) -> Result<Option<AgentRecord>> {
+        get_agent(&self.conn(), id)
+    }
+
+    pub fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare(&format!("SELECT {AGENT_COLUMNS} FROM agents ORDER BY host"))?;
+        let rows = stmt
+            .query_map([], agent_row)?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Sets the status of the agent named by id, host or hostname. Returns the agent.
+    pub fn set_agent_status(
+        &self,
+        who: &str,
+        status: AgentStatus,
+        actor: &str,
+    ) -> Result<AgentRecord> {
+        let conn = self.conn();
+        // An id or host label names one agent; a bare hostname may name several.
+        let mut matches: Vec<String> = Vec::new();
+        for column in ["id", "host", "hostname"] {
+            let mut stmt = conn.prepare(&format!("SELECT id FROM agents WHERE {column} = ?1"))?;
+            matches = stmt
+                .query_map(params![who], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            if !matches.is_empty() {
+                break;
+            }
+        }
+        let id = match matches.as_slice() {
+            [one] => one.clone(),
+            [] => bail!("no agent with id or host {who:?}; see `dcmon agents list`"),
+            _ => bail!(
+                "{who:?} names {} agents; use the agent id from `dcmon agents list`",
+                matches.len()
+            ),
+        };
+        conn.execute(
+            "UPDATE agents SET status = ?2, updated_ms = ?3 WHERE id = ?1",
+            params![id, status.as_str(), now_ms()],
+        )?;
+        audit(
+            &conn,
+            actor,
+            &format!("agent.{}", status_verb(status)),
+            &id,
+            "",
+            None,
+        )?;
+        get_agent(&conn, &id)?.context("agent row exists")
+    }
+
+    /// Records when agents were last heard from (batched by the server).
+    pub fn touch_agents(&self, seen: &[(String, i64, String)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE agents SET last_seen_ms = ?2, remote_addr = ?3 WHERE id = ?1",
+            )?;
+            for (id, ts, remote) in seen {
+                stmt.execute(params![id, ts, remote])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    // ---- users ------------------------------------------------------------------
+
+    /// Creates user `name` with a random password when no user exists yet; returns the
+    /// password (shown once) or `None` when users already exist.
+    pub fn ensure_first_admin(&self, name: &str) -> Result<Option<String>> {
+        let conn = self.conn();
+        let count: i64 = conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0))?;
+        if count > 0 {
+            return Ok(None);
+        }
+        let password = URL_SAFE_NO_PAD.encode(random_bytes::<15>());
+        let salt = SaltString::encode_b64(&random_bytes::<16>())
+            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
+        let hash = argon2::Argon2::default()
+            .hash_password(password.as_bytes(), &salt)
+            .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?
+            .to_string();
+        conn.execute(
+            "INSERT INTO users (name, role, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![name, Role::Admin.as_str(), hash, now_ms()],
+        )?;
+        audit(&conn, "quickstart", "user.create", name, "role=admin", None)?;
+        Ok(Some(password))
+    }
+
+    /// Appends an audit entry.
+    pub fn audit(
+        &self,
+        actor: &str,
+        action: &str,
+        target: &str,
+        detail: &str,
+        remote: Option<&str>,
+    ) -> Result<()> {
+        audit(&self.conn(), actor, action, target, detail, remote)
+    }
+
+    /// The newest `limit` audit entries, newest first.
+    pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT ts_ms, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map(params![limit], |r| {
+                Ok(AuditEntry {
+                    ts_ms: r.get(0)?,
+                    actor: r.get(1)?,
+                    action: r.get(2)?,
+                    target: r.get(3)?,
+                    detail: r.get(4)?,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+}
+
+fn status_verb(s: AgentStatus) -> &'static str {
+    match s {
+        AgentStatus::Approved => "approve",
+        AgentStatus::Pending => "suspend",
+        AgentStatus::Revoked => "revoke",
+    }
+}
+
+fn audit(
+    conn: &Connection,
+    actor: &str,
+    action: &str,
+    target: &str,
+    detail: &str,
+    remote: Option<&str>,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO audit_log (ts_ms, actor, action, target, detail, remote) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![now_ms(), actor, action, target, detail, remote],
+    )?;
+    Ok(())
+}
+
+const AGENT_COLUMNS: &str = "id, machine_id, hostname, host, public_key, status, agent_version, created_ms, last_seen_ms, remote_addr";
+
+fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
+    let status: String = r.get(5)?;
+    Ok(AgentRecord {
+        id: r.get(0)?,
+        machine_id: r.get(1)?,
+        hostname: r.get(2)?,
+        host: r.get(3)?,
+        public_key: r.get(4)?,
+        // An unreadable status refuses the agent rather than admitting it.
+        status: AgentStatus::parse(&status).unwrap_or(AgentStatus::Revoked),
+        agent_version: r.get(6)?,
+        created_ms: r.get(7)?,
+        last_seen_ms: r.get(8)?,
+        remote_addr: r.get(9)?,
+    })
+}
+
+fn get_agent(conn: &Connection, id: &str) -> Result<Option<AgentRecord>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),
+            params![id],
+            agent_row,
+        )
+        .optional()?)
+}
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+    let role: String = r.get(2)?;
+    Ok(TokenRecord {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        // An unreadable role grants the least.
+        role: Role::parse(&role).unwrap_or(Role::Viewer),
+        created_ms: r.get(3)?,
+        revoked: r.get::<_, i64>(4)? != 0,
+    })
+}
+
+/// The hostname, or `hostname-<machine id prefix>` when another machine already has it.
+fn unique_host(conn: &Connection, hostname: &str, machine_id: &str) -> Result<String> {
+    let taken = |h: &str| -> Result<bool> {
+        Ok(conn.query_row(
+            "SELECT COUNT(*) FROM agents WHERE host = ?1",
+            params![h],
+            |r| r.get::<_, i64>(0),
+        )? > 0)
+    };
+    if !taken(hostname)? {
+        return Ok(hostname.to_owned());
+    }
+    let suffix: String = machine_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(8)
+        .collect();
+    let candidate = format!("{hostname}-{suffix}");
+    if !taken(&candidate)? {
+        return Ok(candidate);
+    }
+    Ok(format!("{hostname}-{}", hex::encode(random_bytes::<4>())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcmon_wire::api::RegisterRequest;
+
+    fn req(machine: &str, host: &str) -> RegisterRequest {
+        RegisterRequest {
+            token: String::new(),
+            public_key: "ed25519:x".into(),
+            hostname: host.into(),
+            machine_id: machine.into(),
+            agent_version: "0".into(),
+        }
+    }
+
+    #[test]
+    fn enrollment_tokens_spend_uses_and_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ControlDb::open(dir.path()).unwrap();
+        let t = db
+            .create_enroll_token(2, Duration::from_secs(60), "admin")
+            .unwrap();
+        let a = db
+            .register_agent(&t, &req("m1", "gpu1"), AgentStatus::Approved, None)
+            .unwrap()
+            .unwrap();
+        // The same machine again keeps its id and host label.
+        let again = db
+            .register_agent(&t, &req("m1", "gpu1"), AgentStatus::Approved, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(a.id, again.id);
+        assert_eq!(
+            db.register_agent(&t, &req("m2", "gpu1"), AgentStatus::Approved, None)
+                .unwrap(),
+            Err(EnrollError::UsedUp)
+        );
+        let t2 = db
+            .create_enroll_token(1, Duration::from_secs(60), "admin")
+            .unwrap();
+        let b = db
+            .register_agent(&t2, &req("m2", "gpu1"), AgentStatus::Pending, None)
+            .unwrap()
+            .unwrap();
+        assert_eq!(b.host, "gpu1-m2");
+        assert_eq!(b.status, AgentStatus::Pending);
+        assert_eq!(
+            db.register_agent(
+                "dcmon_et_nope",
+                &req("m3", "x"),
+                AgentStatus::Approved,
+                None
+            )
+            .unwrap(),
+            Err(EnrollError::Unknown)
+        );
+        let t3 = db
+            .create_enroll_token(1, Duration::from_millis(0), "admin")
+            .unwrap();
+        assert_eq!(
+            db.register_agent(&t3, &req("m3", "x"), AgentStatus::Approved, None)
+                .unwrap(),
+            Err(EnrollError::Expired)
+        );
+        assert_eq!(
+            db.set_agent_status("gpu1", AgentStatus::Revoked, "admin")
+                .unwrap()
+                .status,
+            AgentStatus::Revoked
+        );
+        assert!(
+            db.set_agent_status("nobody", AgentStatus::Revoked, "admin")
+                .is_err()
+        );
+    }
+
+    #[test]
+    fn api_tokens_are_hashed_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ControlDb::open(dir.path()).unwrap();
+        let t = db
+            .create_api_token("grafana", Role::Viewer, "admin")
+            .unwrap();
+        let rec = db.lookup_api_token(&t).unwrap().unwrap();
+        assert_eq!(rec.role, Role::Viewer);
+        let raw = std::fs::read(db.path()).unwrap_or_default();
+        assert!(!String::from_utf8_lossy(&raw).contains(&t));
+        assert!(db.revoke_api_token(rec.id, "admin").unwrap());
+        assert_eq!(db.lookup_api_token(&t).unwrap(), None);
+        assert_eq!(
+            db.ensure_first_admin("admin").unwrap().map(|p| p.len()),
+            Some(20)
+        );
+        assert_eq!(db.ensure_first_admin("admin").unwrap(), None);
+    }
+}

@@ -1,0 +1,136 @@
+//! dcmon server library.
+//!
+//! - [`config`]: `server.yaml`, validated, with environment and CLI overrides.
+//! - [`tls`]: the serving certificate (generated or given) and its pin.
+//! - [`control`]: users, tokens, agents, audit log (SQLite).
+//! - [`auth`]: roles, API tokens, agent signatures and replay protection.
+//! - [`api`]: the router (`api::app`): agent endpoints, Prometheus API, admin reads.
+//! - [`ingest`]: agent batch sessions into the tsdb.
+//! - [`promql`]: query evaluation.
+//! - [`Server`]: starts all of it.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod control;
+pub mod ingest;
+pub mod promql;
+pub mod state;
+pub mod tls;
+
+use anyhow::{Context, Result};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::ServerConfig;
+pub use state::AppState;
+
+/// This machine's host name (from the kernel), or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// A running server.
+pub struct Server {
+    /// The bound address (the real port when the config asked for port 0).
+    pub addr: SocketAddr,
+    /// Pin of the serving certificate (`SHA256:...`).
+    pub fingerprint: String,
+    pub state: AppState,
+    handle: axum_server::Handle<SocketAddr>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Server {
+    /// Opens the stores, loads or makes the certificate (failing closed), binds, serves.
+    pub async fn start(config: ServerConfig) -> Result<Self> {
+        // One TLS provider in the whole process.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let tls = tls::load_or_generate(&config)
+            .context("TLS certificate (the server never serves plain HTTP)")?;
+        let rustls_config = tls.server_config()?;
+        let data_dir = config.data_dir.clone();
+        let (control, tsdb) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let control = control::ControlDb::open(&data_dir)?;
+            let tsdb = dcmon_tsdb::Tsdb::open(&data_dir.join("tsdb"))?;
+            Ok((control, tsdb))
+        })
+        .await??;
+        let state = AppState::new(
+            config.clone(),
+            control,
+            tsdb,
+            Arc::new(state::SystemClock),
+            tls.fingerprint.clone(),
+        );
+        let app = api::app(state.clone());
+        let handle = axum_server::Handle::new();
+        let listener = std::net::TcpListener::bind(config.listen).with_context(|| {
+            format!(
+                "binding {} (is another server running there?)",
+                config.listen
+            )
+        })?;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let server = axum_server::from_tcp_rustls(
+            listener,
+            axum_server::tls_rustls::RustlsConfig::from_config(rustls_config),
+        )?
+        .handle(handle.clone());
+        let task =
+            tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
+        spawn_housekeeping(state.clone());
+        tracing::info!(%addr, fingerprint = %tls.fingerprint, "dcmon server listening (HTTPS)");
+        Ok(Self {
+            addr,
+            fingerprint: tls.fingerprint,
+            state,
+            handle,
+            task,
+        })
+    }
+
+    /// Stops accepting, lets requests in flight finish (up to 10 s), flushes state.
+    pub async fn shutdown(self) -> Result<()> {
+        self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
+        self.task.await.context("server task")?.context("server")?;
+        let state = self.state.clone();
+        tokio::task::spawn_blocking(move || state.flush_last_seen()).await??;
+        Ok(())
+    }
+}
+
+fn spawn_housekeeping(state: AppState) {
+    let s = state.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let s2 = s.clone();
+            if let Ok(Err(e)) = tokio::task::spawn_blocking(move || s2.flush_last_seen()).await {
+                tracing::warn!(error = %e, "recording agents' last-seen times");
+            }
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        loop {
+            tick.tick().await;
+            let cutoff = state.clock.now_ms() - state.config.retention.raw.as_millis() as i64;
+            let tsdb = state.tsdb.clone();
+            match tokio::task::spawn_blocking(move || tsdb.delete_before(cutoff)).await {
+                Ok(Ok(n)) if n > 0 => {
+                    tracing::info!(deleted = n, "retention: removed expired samples")
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "retention"),
+                _ => {}
+            }
+        }
+    });
+}

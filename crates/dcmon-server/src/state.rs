@@ -1,0 +1,80 @@
+//! Shared state of the running server, and the injectable clock.
+
+use crate::auth::NonceCache;
+use crate::config::ServerConfig;
+use crate::control::ControlDb;
+use crate::ingest::Sessions;
+use dcmon_tsdb::Tsdb;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Wall-clock time, injected so tests can move it.
+pub trait Clock: Send + Sync {
+    fn now_ms(&self) -> i64;
+}
+
+/// The real clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        crate::control::now_ms()
+    }
+}
+
+/// Everything a request handler may touch. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<ServerConfig>,
+    pub control: Arc<ControlDb>,
+    pub tsdb: Arc<Tsdb>,
+    pub nonces: Arc<NonceCache>,
+    pub sessions: Arc<Sessions>,
+    pub clock: Arc<dyn Clock>,
+    /// Server start time; signatures older than this are refused (see `auth::check_clock`).
+    pub boot_ms: i64,
+    /// Agent id → (last push time, remote address), flushed to the control store periodically.
+    pub last_seen: Arc<Mutex<HashMap<String, (i64, String)>>>,
+    /// Pin of the serving certificate, shown to users.
+    pub tls_fingerprint: Arc<str>,
+}
+
+impl AppState {
+    pub fn new(
+        config: ServerConfig,
+        control: ControlDb,
+        tsdb: Tsdb,
+        clock: Arc<dyn Clock>,
+        tls_fingerprint: String,
+    ) -> Self {
+        let boot_ms = clock.now_ms();
+        Self {
+            config: Arc::new(config),
+            control: Arc::new(control),
+            tsdb: Arc::new(tsdb),
+            nonces: Arc::new(NonceCache::default()),
+            sessions: Arc::new(Sessions::default()),
+            clock,
+            boot_ms,
+            last_seen: Arc::new(Mutex::new(HashMap::new())),
+            tls_fingerprint: tls_fingerprint.into(),
+        }
+    }
+
+    /// Writes the last-seen times gathered since the previous flush.
+    pub fn flush_last_seen(&self) -> anyhow::Result<()> {
+        let batch: Vec<(String, i64, String)> = {
+            let mut m = self
+                .last_seen
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            m.drain()
+                .map(|(id, (ts, remote))| (id, ts, remote))
+                .collect()
+        };
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.control.touch_agents(&batch)
+    }
+}

@@ -1,0 +1,17 @@
+//! The agent ⇄ server protocol of dcmon.
+//!
+//! - [`Labels`], [`MetricSample`], [`Scrape`]: the data model every crate shares.
+//! - [`batch`]: the compact batch codec (interned series, delta-encoded, zstd).
+//! - [`sign`]: Ed25519 request signing and its canonical form.
+//! - [`api`]: JSON bodies of the agent endpoints.
+//!
+//! Byte layouts and versioning are in `PROTOCOL.md` next to this crate.
+
+pub mod api;
+pub mod batch;
+mod labels;
+pub mod sign;
+#[cfg(feature = "tls")]
+pub mod pin;
+
+pub use labels::{LabelError, Labels, MetricSample, Scrape, METRIC_NAME_LABEL};

@@ -1,0 +1,405 @@
+//! `dcmon`: the server binary and its admin commands. Thin: parse, load config, call
+//! the libraries.
+
+mod quickstart;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use dcmon_server::auth::Role;
+use dcmon_server::config::{Override, ServerConfig};
+use dcmon_server::control::ControlDb;
+use dcmon_wire::api::AgentStatus;
+use std::path::PathBuf;
+
+/// Default server configuration file, used when it exists and no --config is given.
+const DEFAULT_CONFIG: &str = "/etc/dcmon/server.yaml";
+
+#[derive(Parser)]
+#[command(
+    name = "dcmon",
+    version,
+    about = "dcmon: monitoring and control for fleets of GPU and datacenter servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where the server's configuration and data live; every admin command takes these.
+#[derive(Args, Clone)]
+struct Locate {
+    /// Server configuration file (YAML or TOML). Default: /etc/dcmon/server.yaml when it exists.
+    #[arg(long, global = true, env = "DCMON_CONFIG")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides the config's data_dir).
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Server {
+        #[command(flatten)]
+        locate: Locate,
+        /// Listen address (overrides the config's listen).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Log filter (overrides log.level).
+        #[arg(long)]
+        log_level: Option<String>,
+        /// Any setting, as dotted.path=value (repeatable), e.g. --set agents.approval=manual
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
+    /// One command to try dcmon: a server on a local data dir plus a local agent.
+    Quickstart(quickstart::QuickstartArgs),
+    /// Enrollment tokens for registering agents.
+    Enroll {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: EnrollCommand,
+    },
+    /// Registered agents.
+    Agents {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: AgentsCommand,
+    },
+    /// API tokens for scripts and Grafana.
+    Token {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Configuration helpers.
+    Config {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Show the newest audit log entries.
+    Audit {
+        #[command(flatten)]
+        locate: Locate,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+}
+
+#[derive(Subcommand)]
+enum EnrollCommand {
+    /// Print a new enrollment token and the command that uses it.
+    Create {
+        /// How many agents may register with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// How long it stays valid (e.g. 1h, 30m, 7d).
+        #[arg(long, default_value = "1h")]
+        ttl: humantime::Duration,
+        /// Print only the token.
+        #[arg(long)]
+        quiet: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum AgentsCommand {
+    /// List agents with their status and last contact.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Admit a pending agent (by id or host).
+    Approve { agent: String },
+    /// Refuse an agent from now on (by id or host).
+    Revoke { agent: String },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new API token (shown once; stored hashed).
+    Create {
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// List API tokens (never their secrets).
+    List,
+    /// Revoke an API token by id.
+    Revoke { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Print an example configuration with every key and its default.
+    Example,
+    /// Validate the configuration and print the effective settings.
+    Check,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Viewer,
+    Operator,
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match cli.command {
+        Command::Server {
+            locate,
+            listen,
+            log_level,
+            set,
+        } => {
+            let mut overrides = Vec::new();
+            for kv in &set {
+                let (k, v) = kv
+                    .split_once('=')
+                    .with_context(|| format!("--set {kv:?}: expected KEY=VALUE"))?;
+                overrides.push(Override {
+                    path: k.trim().into(),
+                    value: v.trim().into(),
+                    source: format!("--set {kv}"),
+                });
+            }
+            if let Some(l) = listen {
+                overrides.push(Override {
+                    path: "listen".into(),
+                    value: l,
+                    source: "--listen".into(),
+                });
+            }
+            if let Some(l) = log_level {
+                overrides.push(Override {
+                    path: "log.level".into(),
+                    value: l,
+                    source: "--log-level".into(),
+                });
+            }
+            let config = load_config(&locate, overrides)?;
+            init_logging(&config)?;
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let server = dcmon_server::Server::start(config).await?;
+                shutdown_signal().await;
+                server.shutdown().await
+            })
+        }
+        Command::Quickstart(args) => quickstart::run(args),
+        Command::Enroll {
+            locate,
+            command: EnrollCommand::Create { uses, ttl, quiet },
+        } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            let token = db.create_enroll_token(uses, ttl.into(), &actor())?;
+            if quiet {
+                println!("{token}");
+                return Ok(());
+            }
+            let fp = dcmon_server::tls::fingerprint(&config)
+                .unwrap_or_else(|_| "<start the server once to make its certificate>".into());
+            println!("Enrollment token (uses: {uses}, valid for {ttl}):\n  {token}\n");
+            println!("On each machine to add, run:");
+            println!(
+                "  dcmon-agent register --server {} --fingerprint {fp} --token {token}",
+                config.public_url()
+            );
+            Ok(())
+        }
+        Command::Agents { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            match command {
+                AgentsCommand::List { json } => {
+                    let agents = db.list_agents()?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&agents)?);
+                        return Ok(());
+                    }
+                    println!(
+                        "{:<18} {:<24} {:<9} {:<8} {:<20} REMOTE",
+                        "ID", "HOST", "STATUS", "VERSION", "LAST SEEN"
+                    );
+                    let now = dcmon_server::control::now_ms();
+                    for a in agents {
+                        let seen = a
+                            .last_seen_ms
+                            .map(|t| {
+                                format!(
+                                    "{} ago",
+                                    humantime::format_duration(std::time::Duration::from_secs(
+                                        ((now - t).max(0) / 1000) as u64
+                                    ))
+                                )
+                            })
+                            .unwrap_or_else(|| "never".into());
+                        println!(
+                            "{:<18} {:<24} {:<9} {:<8} {:<20} {}",
+                            a.id,
+                            a.host,
+                            a.status.as_str(),
+                            a.agent_version,
+                            seen,
+                            a.remote_addr.unwrap_or_default()
+                        );
+                    }
+                    Ok(())
+                }
+                AgentsCommand::Approve { agent } => {
+                    let a = db.set_agent_status(&agent, AgentStatus::Approved, &actor())?;
+                    println!("approved agent {} ({})", a.id, a.host);
+                    Ok(())
+                }
+                AgentsCommand::Revoke { agent } => {
+                    let a = db.set_agent_status(&agent, AgentStatus::Revoked, &actor())?;
+                    println!(
+                        "revoked agent {} ({}); its requests are refused from now on",
+                        a.id, a.host
+                    );
+                    Ok(())
+                }
+            }
+        }
+        Command::Token { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            match command {
+                TokenCommand::Create { role, name } => {
+                    let token = db.create_api_token(&name, role.into(), &actor())?;
+                    println!("{token}");
+                    Ok(())
+                }
+                TokenCommand::List => {
+                    println!("{:<6} {:<24} {:<9} REVOKED", "ID", "NAME", "ROLE");
+                    for t in db.list_api_tokens()? {
+                        println!(
+                            "{:<6} {:<24} {:<9} {}",
+                            t.id,
+                            t.name,
+                            t.role.as_str(),
+                            t.revoked
+                        );
+                    }
+                    Ok(())
+                }
+                TokenCommand::Revoke { id } => {
+                    if !db.revoke_api_token(id, &actor())? {
+                        bail!("no active API token with id {id}; see `dcmon token list`");
+                    }
+                    println!("revoked API token {id}");
+                    Ok(())
+                }
+            }
+        }
+        Command::Config { locate, command } => match command {
+            ConfigCommand::Example => {
+                print!("{}", dcmon_server::config::example_yaml());
+                Ok(())
+            }
+            ConfigCommand::Check => {
+                let config = load_config(&locate, vec![])?;
+                println!("configuration is valid; effective settings:");
+                print!("{}", serde_json::to_string_pretty(&config)?);
+                println!();
+                Ok(())
+            }
+        },
+        Command::Audit { locate, limit } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            for e in db.audit_tail(limit)? {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    e.ts_ms, e.actor, e.action, e.target, e.detail
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads the configuration named by --config (or the default file when present), with
+/// --data-dir and the environment applied.
+fn load_config(locate: &Locate, mut overrides: Vec<Override>) -> Result<ServerConfig> {
+    let file = match &locate.config {
+        Some(p) => Some(p.clone()),
+        None => {
+            let default = PathBuf::from(DEFAULT_CONFIG);
+            // With --data-dir alone, a quickstart data dir carries its own server.yaml.
+            let in_data_dir = locate
+                .data_dir
+                .as_ref()
+                .map(|d| d.join("server.yaml"))
+                .filter(|p| p.exists());
+            in_data_dir.or_else(|| default.exists().then_some(default))
+        }
+    };
+    if let Some(d) = &locate.data_dir {
+        overrides.insert(
+            0,
+            Override {
+                path: "data_dir".into(),
+                value: d.display().to_string(),
+                source: "--data-dir".into(),
+            },
+        );
+    }
+    Ok(ServerConfig::load(
+        file.as_deref(),
+        |k| std::env::var(k).ok(),
+        &overrides,
+    )?)
+}
+
+/// Who runs an admin command, for the audit log.
+fn actor() -> String {
+    let user = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    format!("cli:{user}")
+}
+
+fn init_logging(config: &ServerConfig) -> Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
+        .with_context(|| format!("log.level {:?}", config.log.level))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match config.log.format {
+        dcmon_server::config::LogFormat::Json => builder.json().init(),
+        dcmon_server::config::LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+pub(crate) async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("stopping");
+}

@@ -1,0 +1,155 @@
+//! Developer tasks. `cargo xtask help` lists them.
+//!
+//! - `test`: installs the system packages the tests need (Debian, apt-get), builds the
+//!   binaries the end-to-end tests start, runs the whole suite. `.ci/run` calls this.
+//! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
+//! - `bench wire`: bytes per sample of dcmon batches beside remote_write and gzip JSON.
+//! - `fuzz <target> [--seconds N]`: a time-bounded `cargo fuzz` run (needs nightly).
+
+mod bench;
+
+use anyhow::{Context, Result, bail};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Debian packages the test suite starts as real peers (see shared TESTING.md).
+const SYSTEM_PACKAGES: &[&str] = &["ca-certificates", "procps", "prometheus"];
+
+fn main() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
+    match task {
+        "test" => test(rest),
+        "ci" => ci(rest),
+        "bench" => bench::run(rest),
+        "fuzz" => fuzz(rest),
+        "help" | "--help" | "-h" => {
+            println!("usage: cargo xtask <test|ci|bench wire|fuzz TARGET [--seconds N]>");
+            Ok(())
+        }
+        other => bail!("unknown task {other:?}; try `cargo xtask help`"),
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives one level below the workspace root")
+        .to_path_buf()
+}
+
+fn cargo() -> Command {
+    let mut c = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    c.current_dir(root());
+    c
+}
+
+fn run(mut cmd: Command) -> Result<()> {
+    eprintln!("$ {cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program} >/dev/null 2>&1")])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Installs missing Debian packages: one `apt-get update`, then one install.
+fn install_system_packages() -> Result<()> {
+    let missing: Vec<&str> = SYSTEM_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| {
+            let out = Command::new("dpkg-query").args(["-W", "-f=${Status}", p]).output();
+            !matches!(out, Ok(o) if String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        })
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !have("apt-get") {
+        bail!("system packages {missing:?} are missing and apt-get is not available; install them by hand");
+    }
+    let sudo: &[&str] = if rustix_is_root() { &[] } else { &["sudo"] };
+    let apt = |args: &[&str]| {
+        let mut all: Vec<&str> = sudo.to_vec();
+        all.push("apt-get");
+        all.extend_from_slice(args);
+        let mut c = Command::new(all[0]);
+        c.args(&all[1..]).env("DEBIAN_FRONTEND", "noninteractive");
+        c
+    };
+    run(apt(&["update", "-q"]))?;
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(missing.iter().copied());
+    run(apt(&args))
+}
+
+fn rustix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn test(extra: &[String]) -> Result<()> {
+    install_system_packages()?;
+    // The end-to-end tests start the real binaries of every crate.
+    let mut build = cargo();
+    build.args(["build", "--workspace", "--bins"]);
+    run(build)?;
+    let nextest = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args(["nextest", "--version"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    let mut t = cargo();
+    if nextest {
+        t.args(["nextest", "run", "--workspace", "--no-fail-fast"]);
+    } else {
+        t.args(["test", "--workspace", "--no-fail-fast"]);
+    }
+    t.args(extra);
+    run(t)
+}
+
+fn ci(extra: &[String]) -> Result<()> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run(fmt)?;
+    let mut clippy = cargo();
+    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    run(clippy)?;
+    test(extra)
+}
+
+fn fuzz(args: &[String]) -> Result<()> {
+    let target = args.first().context("usage: cargo xtask fuzz TARGET [--seconds N]")?;
+    let seconds = match args.iter().position(|a| a == "--seconds") {
+        Some(i) => args.get(i + 1).context("--seconds needs a number")?.parse::<u64>()?,
+        None => 60,
+    };
+    let crate_dir = ["dcmon-wire"]
+        .iter()
+        .map(|c| root().join("crates").join(c).join("fuzz"))
+        .find(|d| d.join("fuzz_targets").join(format!("{target}.rs")).exists())
+        .with_context(|| format!("no fuzz target named {target:?}"))?;
+    let mut c = Command::new("cargo");
+    c.current_dir(crate_dir).args([
+        "+nightly",
+        "fuzz",
+        "run",
+        target,
+        "--",
+        &format!("-max_total_time={seconds}"),
+    ]);
+    run(c)
+}
