@@ -258,7 +258,7 @@ fn check_clock(state: &AppState, timestamp_ms: i64) -> Result<(), ApiError> {
             ),
         ));
     }
-    let skew = state.config.agents.max_clock_skew.as_millis() as i64;
+    let skew = state.config().agents.max_clock_skew.as_millis() as i64;
     if (now - timestamp_ms).abs() > skew {
         return Err(refuse(
             StatusCode::UNAUTHORIZED,
@@ -274,7 +274,7 @@ fn check_clock(state: &AppState, timestamp_ms: i64) -> Result<(), ApiError> {
 }
 
 fn check_nonce(state: &AppState, who: &str, sig: &sign::SignatureHeaders) -> Result<(), ApiError> {
-    let skew = state.config.agents.max_clock_skew.as_millis() as i64;
+    let skew = state.config().agents.max_clock_skew.as_millis() as i64;
     // Past timestamp + skew the clock check refuses the request anyway.
     let expires = sig.timestamp_ms + skew + 1;
     if !state.nonces.insert(

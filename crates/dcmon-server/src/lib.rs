@@ -96,6 +96,33 @@ impl Server {
         })
     }
 
+    /// Applies a new configuration to the running server. Settings that need a restart
+    /// (listen, data_dir, tls, public_url) keep their running values; their names are
+    /// returned so the caller can say so.
+    pub fn reload(&self, new: ServerConfig) -> Vec<&'static str> {
+        let old = self.state.config();
+        let mut kept = Vec::new();
+        let mut applied = new;
+        if applied.listen != old.listen {
+            kept.push("listen");
+            applied.listen = old.listen;
+        }
+        if applied.data_dir != old.data_dir {
+            kept.push("data_dir");
+            applied.data_dir = old.data_dir.clone();
+        }
+        if applied.tls != old.tls {
+            kept.push("tls");
+            applied.tls = old.tls.clone();
+        }
+        if applied.public_url != old.public_url {
+            kept.push("public_url");
+            applied.public_url = old.public_url.clone();
+        }
+        self.state.set_config(applied);
+        kept
+    }
+
     /// Stops accepting, lets requests in flight finish (up to 10 s), flushes state.
     pub async fn shutdown(self) -> Result<()> {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
@@ -122,7 +149,7 @@ fn spawn_housekeeping(state: AppState) {
         let mut tick = tokio::time::interval(Duration::from_secs(3600));
         loop {
             tick.tick().await;
-            let cutoff = state.clock.now_ms() - state.config.retention.raw.as_millis() as i64;
+            let cutoff = state.clock.now_ms() - state.config().retention.raw.as_millis() as i64;
             let tsdb = state.tsdb.clone();
             match tokio::task::spawn_blocking(move || tsdb.delete_before(cutoff)).await {
                 Ok(Ok(n)) if n > 0 => {

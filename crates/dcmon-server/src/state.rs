@@ -25,7 +25,8 @@ impl Clock for SystemClock {
 /// Everything a request handler may touch. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub config: Arc<ServerConfig>,
+    /// The running configuration; SIGHUP swaps in a new one (see `Server::reload`).
+    config: Arc<arc_swap::ArcSwap<ServerConfig>>,
     pub control: Arc<ControlDb>,
     pub tsdb: Arc<Tsdb>,
     pub nonces: Arc<NonceCache>,
@@ -49,7 +50,7 @@ impl AppState {
     ) -> Self {
         let boot_ms = clock.now_ms();
         Self {
-            config: Arc::new(config),
+            config: Arc::new(arc_swap::ArcSwap::from_pointee(config)),
             control: Arc::new(control),
             tsdb: Arc::new(tsdb),
             nonces: Arc::new(NonceCache::default()),
@@ -59,6 +60,16 @@ impl AppState {
             last_seen: Arc::new(Mutex::new(HashMap::new())),
             tls_fingerprint: tls_fingerprint.into(),
         }
+    }
+
+    /// The configuration in force now.
+    pub fn config(&self) -> Arc<ServerConfig> {
+        self.config.load_full()
+    }
+
+    /// Replaces the configuration in force.
+    pub(crate) fn set_config(&self, config: ServerConfig) {
+        self.config.store(Arc::new(config));
     }
 
     /// Writes the last-seen times gathered since the previous flush.

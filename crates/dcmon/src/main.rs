@@ -6,7 +6,7 @@ mod quickstart;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use dcmon_server::auth::Role;
-use dcmon_server::config::{Override, ServerConfig};
+use dcmon_server::config::{LogFormat, Override, ServerConfig};
 use dcmon_server::control::ControlDb;
 use dcmon_wire::api::AgentStatus;
 use std::path::PathBuf;
@@ -195,12 +195,21 @@ fn main() -> Result<()> {
                     source: "--log-level".into(),
                 });
             }
-            let config = load_config(&locate, overrides)?;
-            init_logging(&config)?;
+            let config = load_config(&locate, overrides.clone())?;
+            let log = init_logging(&config)?;
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
                 let server = dcmon_server::Server::start(config).await?;
-                shutdown_signal().await;
+                let mut hup =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
+                let stop = shutdown_signal();
+                tokio::pin!(stop);
+                loop {
+                    tokio::select! {
+                        _ = &mut stop => break,
+                        _ = hup.recv() => reload(&server, &locate, &overrides, &log),
+                    }
+                }
                 server.shutdown().await
             })
         }
@@ -379,17 +388,60 @@ fn actor() -> String {
     format!("cli:{user}")
 }
 
-fn init_logging(config: &ServerConfig) -> Result<()> {
+/// The running log filter, replaceable on reload, and the format chosen at start.
+struct Logging {
+    filter: tracing_subscriber::reload::Handle<
+        tracing_subscriber::EnvFilter,
+        tracing_subscriber::Registry,
+    >,
+    format: LogFormat,
+}
+
+fn init_logging(config: &ServerConfig) -> Result<Logging> {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = tracing_subscriber::EnvFilter::try_new(&config.log.level)
         .with_context(|| format!("log.level {:?}", config.log.level))?;
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     match config.log.format {
-        dcmon_server::config::LogFormat::Json => builder.json().init(),
-        dcmon_server::config::LogFormat::Text => builder.init(),
+        LogFormat::Json => registry.with(fmt.json()).init(),
+        LogFormat::Text => registry.with(fmt).init(),
     }
-    Ok(())
+    Ok(Logging {
+        filter: handle,
+        format: config.log.format,
+    })
+}
+
+/// SIGHUP: re-reads the configuration; an invalid one leaves the running one in force.
+fn reload(server: &dcmon_server::Server, locate: &Locate, overrides: &[Override], log: &Logging) {
+    let new = match load_config(locate, overrides.to_vec()) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(error = %e, "configuration reload failed; keeping the running configuration");
+            return;
+        }
+    };
+    let filter = match tracing_subscriber::EnvFilter::try_new(&new.log.level) {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::error!(error = %e, level = %new.log.level, "configuration reload failed (log.level); keeping the running configuration");
+            return;
+        }
+    };
+    let format_changed = new.log.format != log.format;
+    let _ = log.filter.reload(filter);
+    let mut kept = server.reload(new);
+    if format_changed {
+        kept.push("log.format");
+    }
+    if kept.is_empty() {
+        tracing::info!("configuration reloaded");
+    } else {
+        tracing::warn!(needs_restart = ?kept, "configuration reloaded; these settings take effect at the next restart");
+    }
 }
 
 pub(crate) async fn shutdown_signal() {

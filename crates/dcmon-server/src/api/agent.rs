@@ -49,7 +49,7 @@ pub(super) async fn register(
         &body,
         &req.public_key,
     )?;
-    let initial = match state.config.agents.approval {
+    let initial = match state.config().agents.approval {
         Approval::Auto => AgentStatus::Approved,
         Approval::Manual => AgentStatus::Pending,
     };
