@@ -17,7 +17,10 @@ const SYSTEM_PACKAGES: &[&str] = &["ca-certificates", "procps", "prometheus"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let (task, rest) = args.split_first().map(|(t, r)| (t.as_str(), r)).unwrap_or(("help", &[]));
+    let (task, rest) = args
+        .split_first()
+        .map(|(t, r)| (t.as_str(), r))
+        .unwrap_or(("help", &[]));
     match task {
         "test" => test(rest),
         "ci" => ci(rest),
@@ -75,7 +78,9 @@ fn install_system_packages() -> Result<()> {
         return Ok(());
     }
     if !have("apt-get") {
-        bail!("system packages {missing:?} are missing and apt-get is not available; install them by hand");
+        bail!(
+            "system packages {missing:?} are missing and apt-get is not available; install them by hand"
+        );
     }
     let sudo: &[&str] = if rustix_is_root() { &[] } else { &["sudo"] };
     let apt = |args: &[&str]| {
@@ -126,15 +131,27 @@ fn ci(extra: &[String]) -> Result<()> {
     fmt.args(["fmt", "--all", "--check"]);
     run(fmt)?;
     let mut clippy = cargo();
-    clippy.args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]);
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]);
     run(clippy)?;
     test(extra)
 }
 
 fn fuzz(args: &[String]) -> Result<()> {
-    let target = args.first().context("usage: cargo xtask fuzz TARGET [--seconds N]")?;
+    let target = args
+        .first()
+        .context("usage: cargo xtask fuzz TARGET [--seconds N]")?;
     let seconds = match args.iter().position(|a| a == "--seconds") {
-        Some(i) => args.get(i + 1).context("--seconds needs a number")?.parse::<u64>()?,
+        Some(i) => args
+            .get(i + 1)
+            .context("--seconds needs a number")?
+            .parse::<u64>()?,
         None => 60,
     };
     let crate_dir = ["dcmon-wire"]

@@ -4,7 +4,7 @@
 use crate::client::{PushError, ServerClient};
 use crate::collectors::{Collector, os::OsCollector};
 use crate::config::AgentConfig;
-use dcmon_wire::batch::Encoder;
+use dcmon_wire::batch::{BatchError, Encoder};
 use dcmon_wire::{Labels, MetricSample, Scrape};
 use std::collections::VecDeque;
 use std::future::Future;
@@ -139,7 +139,13 @@ impl Pusher {
                 }
                 let n = self.pending.len().min(MAX_SCRAPES_PER_BATCH);
                 let scrapes: Vec<Scrape> = self.pending.drain(..n).collect();
-                match self.encoder.encode(&scrapes) {
+                let mut encoded = self.encoder.encode(&scrapes);
+                if let Err(BatchError::SessionFull { .. }) = encoded {
+                    // Series come and go; a fresh session forgets the ones gone.
+                    self.encoder = new_encoder();
+                    encoded = self.encoder.encode(&scrapes);
+                }
+                match encoded {
                     Ok(bytes) => self.in_flight = Some(InFlight { bytes, scrapes }),
                     Err(e) => {
                         // Only a scrape beyond the codec's limits fails; it can never be sent.

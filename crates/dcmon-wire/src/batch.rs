@@ -16,7 +16,6 @@
 use crate::{LabelError, Labels, Scrape};
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::fmt;
 
 /// First bytes of every batch.
@@ -46,8 +45,9 @@ pub const MAX_BATCH_LABEL_BYTES: usize = 16 << 20;
 const BODY_RAW: u8 = 0;
 /// Body is one zstd frame that declares its content size.
 const BODY_ZSTD: u8 = 1;
-/// Levels 6 to 19 save 1–2 % over 3 on 200-series batches and cost 2–20× the time
-/// (`cargo xtask bench wire`).
+/// Measured on a 200-series host (`cargo xtask bench wire`): higher levels leave steady
+/// batches (mostly varints already) unchanged and shrink first batches by 3–5 %, for up
+/// to 1.5× the encode time.
 const ZSTD_LEVEL: i32 = 3;
 
 /// Value kinds: the high nibble is the class, the low nibble the decimal scale `s`.
@@ -62,6 +62,7 @@ const KIND_RAW: u8 = 0x30;
 const KIND_DELTA2: u8 = 0x40;
 const CLASS_MASK: u8 = 0xf0;
 const SCALE_MASK: u8 = 0x0f;
+/// Every scale the nibble can hold.
 const MAX_SCALE: u8 = 15;
 /// Integers up to 2^53 are exact in an f64, and so is 10^s up to 10^22: `m / 10^s` is one
 /// correctly rounded IEEE division of exact operands, the same bits on every machine.
@@ -95,7 +96,10 @@ pub enum Place {
     Frame(u32),
     KindCodes,
     /// A value: frame number and series index.
-    Sample { frame: u32, series: u32 },
+    Sample {
+        frame: u32,
+        series: u32,
+    },
 }
 
 impl fmt::Display for Place {
@@ -128,7 +132,17 @@ pub enum BatchError {
     #[error("{at}: {what} is not a valid varint (longer than 64 bits)")]
     BadVarint { at: Place, what: &'static str },
     #[error("{at}: {what} {count} exceeds the limit of {limit}")]
-    Limit { at: Place, what: &'static str, count: u64, limit: u64 },
+    Limit {
+        at: Place,
+        what: &'static str,
+        count: u64,
+        limit: u64,
+    },
+    #[error(
+        "definitions: the session would have {count} series, more than the limit of \
+         {MAX_SESSION_SERIES}: start a new session"
+    )]
+    SessionFull { count: u64 },
     #[error("body: zstd: {0}")]
     Zstd(String),
     #[error("{at}: {count} unread bytes at the end")]
@@ -136,15 +150,30 @@ pub enum BatchError {
     #[error("{at}: not UTF-8")]
     NotUtf8 { at: Place },
     #[error("definition {index}: string {reference} not in the string table (batch has {strings})")]
-    UndefinedString { index: u32, reference: u64, strings: usize },
+    UndefinedString {
+        index: u32,
+        reference: u64,
+        strings: usize,
+    },
     #[error("definition {index}: {source}")]
     Labels { index: u32, source: LabelError },
     #[error("frame {frame}: series index {index} not defined (session has {defined})")]
-    UndefinedSeries { frame: u32, index: u64, defined: u32 },
+    UndefinedSeries {
+        frame: u32,
+        index: u64,
+        defined: u32,
+    },
     #[error("{at}: unknown value kind {kind:#04x}")]
     UnknownValueKind { at: Place, kind: u8 },
-    #[error("{at}: delta at scale {scale} from {last:?} (before it {before:?}), which have no such decimal form")]
-    NoDecimalBase { at: Place, scale: u8, last: f64, before: f64 },
+    #[error(
+        "{at}: delta at scale {scale} from {last:?} (before it {before:?}), which have no such decimal form"
+    )]
+    NoDecimalBase {
+        at: Place,
+        scale: u8,
+        last: f64,
+        before: f64,
+    },
     #[error("{at}: decimal mantissa {mantissa} is beyond ±2^53")]
     MantissaOutOfRange { at: Place, mantissa: i128 },
     #[error(
@@ -159,7 +188,9 @@ pub enum BatchError {
         expected_seq: u64,
         defined: u32,
     },
-    #[error("a session starts with seq 0 and dict_base 0, this batch has seq {seq} and dict_base {dict_base}")]
+    #[error(
+        "a session starts with seq 0 and dict_base 0, this batch has seq {seq} and dict_base {dict_base}"
+    )]
     NotSessionStart { seq: u64, dict_base: u32 },
 }
 
@@ -216,7 +247,12 @@ struct SeriesState {
 }
 
 impl SeriesState {
-    const NEW: Self = Self { last: 0, before: 0, kind: KIND_DECIMAL, same: false };
+    const NEW: Self = Self {
+        last: 0,
+        before: 0,
+        kind: KIND_DECIMAL,
+        same: false,
+    };
 
     /// The kind kind code `0` stands for: the series' last kind.
     fn as_before(&self) -> u8 {
@@ -251,7 +287,12 @@ impl Encoder {
     /// A new session. `session_id` must be random, so that a server never takes one
     /// session for another.
     pub fn new(session_id: u64) -> Self {
-        Self { session_id, next_seq: 0, index: HashMap::new(), series: Vec::new() }
+        Self {
+            session_id,
+            next_seq: 0,
+            index: HashMap::new(),
+            series: Vec::new(),
+        }
     }
 
     pub fn session_id(&self) -> u64 {
@@ -272,8 +313,9 @@ impl Encoder {
     /// accepted it: send these exact bytes until it does, or start a new session. Within a
     /// scrape, a series listed twice keeps its last value.
     ///
-    /// Fails, changing nothing, when the batch would exceed a limit (split it) or a series'
-    /// labels are too long.
+    /// Fails, changing nothing, when the batch would exceed a limit (split it), a series'
+    /// labels are too long, or the session is full ([`BatchError::SessionFull`]: start a
+    /// new one).
     pub fn encode(&mut self, scrapes: &[Scrape]) -> Result<Vec<u8>, BatchError> {
         self.encode_as(scrapes, BodyChoice::Smallest)
     }
@@ -292,7 +334,8 @@ impl Encoder {
         }
 
         // Nothing fails past this point: advance the session while coding the values.
-        self.series.resize(self.series.len() + plan.new_series.len(), SeriesState::NEW);
+        self.series
+            .resize(self.series.len() + plan.new_series.len(), SeriesState::NEW);
         let mut codes = BitWriter::default();
         let mut values = Vec::with_capacity(plan.samples * 2);
         for frame in &plan.frames {
@@ -317,9 +360,15 @@ impl Encoder {
         body.extend_from_slice(&codes.bytes);
         body.extend_from_slice(&values);
 
-        let header = BatchHeader { session_id: self.session_id, seq: self.next_seq, dict_base };
+        let header = BatchHeader {
+            session_id: self.session_id,
+            seq: self.next_seq,
+            dict_base,
+        };
         let compressed = match choice {
-            BodyChoice::Smallest => zstd::bulk::compress(&body, ZSTD_LEVEL).ok().filter(|c| c.len() < body.len()),
+            BodyChoice::Smallest => zstd::bulk::compress(&body, ZSTD_LEVEL)
+                .ok()
+                .filter(|c| c.len() < body.len()),
             BodyChoice::Raw => None,
         };
         let (encoding, body) = match &compressed {
@@ -342,45 +391,26 @@ impl Encoder {
     /// every limit, without changing the session.
     fn plan<'a>(&self, scrapes: &'a [Scrape]) -> Result<Plan<'a>, BatchError> {
         if scrapes.len() > MAX_BATCH_FRAMES {
-            return Err(limit(Place::Frames, "frame count", scrapes.len(), MAX_BATCH_FRAMES));
+            let n = scrapes.len();
+            return Err(limit(Place::Frames, "frame count", n, MAX_BATCH_FRAMES));
         }
-        let dict_base = self.series.len();
-        let mut new_series: Vec<&Labels> = Vec::new();
-        let mut new_index: HashMap<&Labels, u32> = HashMap::new();
-        let (mut pairs, mut label_bytes) = (0, 0);
+        let mut new_series = NewSeries {
+            dict_base: self.series.len(),
+            ..NewSeries::default()
+        };
         let mut frames = Vec::with_capacity(scrapes.len());
         let mut total = 0;
         for (f, scrape) in scrapes.iter().enumerate() {
             total += scrape.samples.len();
             if total > MAX_BATCH_SAMPLES {
-                return Err(limit(Place::Frame(f as u32), "sample count", total, MAX_BATCH_SAMPLES));
+                let at = Place::Frame(f as u32);
+                return Err(limit(at, "sample count", total, MAX_BATCH_SAMPLES));
             }
             let mut samples = Vec::with_capacity(scrape.samples.len());
             for sample in &scrape.samples {
                 let index = match self.index.get(&sample.labels) {
                     Some(&i) => i,
-                    None => match new_index.entry(&sample.labels) {
-                        Entry::Occupied(e) => *e.get(),
-                        Entry::Vacant(e) => {
-                            let index = dict_base + new_series.len();
-                            if index >= MAX_SESSION_SERIES as usize {
-                                let limit = MAX_SESSION_SERIES as usize;
-                                return Err(self::limit(Place::Definitions, "series count", index + 1, limit));
-                            }
-                            let at = Place::Definition(index as u32);
-                            check_labels(at, &sample.labels)?;
-                            pairs += sample.labels.pairs().len();
-                            if pairs > MAX_BATCH_PAIRS {
-                                return Err(limit(at, "batch label pair count", pairs, MAX_BATCH_PAIRS));
-                            }
-                            label_bytes += sample.labels.pairs().iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
-                            if label_bytes > MAX_BATCH_LABEL_BYTES {
-                                return Err(limit(at, "batch label bytes", label_bytes, MAX_BATCH_LABEL_BYTES));
-                            }
-                            new_series.push(&sample.labels);
-                            *e.insert(index as u32)
-                        }
-                    },
+                    None => new_series.index_of(&sample.labels)?,
                 };
                 samples.push((index, sample.value));
             }
@@ -394,10 +424,71 @@ impl Encoder {
                 }
                 same
             });
-            frames.push(Frame { timestamp_ms: scrape.timestamp_ms, samples });
+            frames.push(Frame {
+                timestamp_ms: scrape.timestamp_ms,
+                samples,
+            });
         }
         let samples = frames.iter().map(|f| f.samples.len()).sum();
-        Ok(Plan { new_series, frames, samples })
+        Ok(Plan {
+            new_series: new_series.list,
+            frames,
+            samples,
+        })
+    }
+}
+
+/// The series a batch defines, while it is planned.
+#[derive(Default)]
+struct NewSeries<'a> {
+    dict_base: usize,
+    list: Vec<&'a Labels>,
+    index: HashMap<&'a Labels, u32>,
+    pairs: usize,
+    label_bytes: usize,
+}
+
+impl<'a> NewSeries<'a> {
+    /// The index of a series the session does not know yet, defining it on first use.
+    fn index_of(&mut self, labels: &'a Labels) -> Result<u32, BatchError> {
+        if let Some(&i) = self.index.get(labels) {
+            return Ok(i);
+        }
+        let index = self.dict_base + self.list.len();
+        if index >= MAX_SESSION_SERIES as usize {
+            return Err(BatchError::SessionFull {
+                count: index as u64 + 1,
+            });
+        }
+        let at = Place::Definition(index as u32);
+        let pairs = labels.pairs();
+        if pairs.len() > MAX_LABEL_PAIRS {
+            return Err(limit(at, "label count", pairs.len(), MAX_LABEL_PAIRS));
+        }
+        for (name, value) in pairs {
+            for (what, s) in [("label name length", name), ("label value length", value)] {
+                if s.len() > MAX_LABEL_BYTES {
+                    return Err(limit(at, what, s.len(), MAX_LABEL_BYTES));
+                }
+            }
+        }
+        self.pairs += pairs.len();
+        if self.pairs > MAX_BATCH_PAIRS {
+            return Err(limit(
+                at,
+                "batch label pair count",
+                self.pairs,
+                MAX_BATCH_PAIRS,
+            ));
+        }
+        self.label_bytes += pairs.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        if self.label_bytes > MAX_BATCH_LABEL_BYTES {
+            let n = self.label_bytes;
+            return Err(limit(at, "batch label bytes", n, MAX_BATCH_LABEL_BYTES));
+        }
+        self.list.push(labels);
+        self.index.insert(labels, index as u32);
+        Ok(index as u32)
     }
 }
 
@@ -417,22 +508,13 @@ enum BodyChoice {
     Raw,
 }
 
-fn check_labels(at: Place, labels: &Labels) -> Result<(), BatchError> {
-    if labels.pairs().len() > MAX_LABEL_PAIRS {
-        return Err(limit(at, "label count", labels.pairs().len(), MAX_LABEL_PAIRS));
-    }
-    for (name, value) in labels.pairs() {
-        for (what, s) in [("label name length", name), ("label value length", value)] {
-            if s.len() > MAX_LABEL_BYTES {
-                return Err(limit(at, what, s.len(), MAX_LABEL_BYTES));
-            }
-        }
-    }
-    Ok(())
-}
-
 fn limit(at: Place, what: &'static str, count: usize, limit: usize) -> BatchError {
-    BatchError::Limit { at, what, count: count as u64, limit: limit as u64 }
+    BatchError::Limit {
+        at,
+        what,
+        count: count as u64,
+        limit: limit as u64,
+    }
 }
 
 /// The string table (each distinct name and value once, in order of first use), then
@@ -483,9 +565,16 @@ impl Decoder {
     /// header belongs to a session this decoder cannot follow: answer `wire_resync`.
     pub fn start(header: &BatchHeader) -> Result<Self, BatchError> {
         if header.seq != 0 || header.dict_base != 0 {
-            return Err(BatchError::NotSessionStart { seq: header.seq, dict_base: header.dict_base });
+            return Err(BatchError::NotSessionStart {
+                seq: header.seq,
+                dict_base: header.dict_base,
+            });
         }
-        Ok(Self { session_id: header.session_id, last_seq: None, series: Vec::new() })
+        Ok(Self {
+            session_id: header.session_id,
+            last_seq: None,
+            series: Vec::new(),
+        })
     }
 
     pub fn session_id(&self) -> u64 {
@@ -539,7 +628,9 @@ impl Decoder {
         self.expect_next(&header)?;
         let body = match encoding {
             BODY_ZSTD => Cow::Owned(decompress(rest)?),
-            _ if rest.len() > MAX_BODY_BYTES => return Err(limit(Place::Body, "size", rest.len(), MAX_BODY_BYTES)),
+            _ if rest.len() > MAX_BODY_BYTES => {
+                return Err(limit(Place::Body, "size", rest.len(), MAX_BODY_BYTES));
+            }
             _ => Cow::Borrowed(rest),
         };
         let mut r = Reader { buf: &body, pos: 0 };
@@ -559,29 +650,52 @@ impl Decoder {
         let mut timestamp_ms = 0i64;
         let mut total = 0;
         for f in 0..count as u32 {
-            timestamp_ms = timestamp_ms.wrapping_add(unzigzag(r.varint(Place::Frame(f), "timestamp delta")?));
+            timestamp_ms =
+                timestamp_ms.wrapping_add(unzigzag(r.varint(Place::Frame(f), "timestamp delta")?));
             let samples = read_runs(&mut r, f, defined, &mut total)?;
-            frames.push(Frame { timestamp_ms, samples });
+            frames.push(Frame {
+                timestamp_ms,
+                samples,
+            });
         }
 
         let len = r.varint(Place::KindCodes, "length")?;
-        let mut codes = BitReader { bytes: r.take(r.capped(len), Place::KindCodes, "codes")?, pos: 0 };
-        if len > codes.bytes.len() as u64 {
-            return Err(BatchError::Truncated { at: Place::KindCodes, what: "codes" });
+        if len > r.remaining() as u64 {
+            return Err(BatchError::Truncated {
+                at: Place::KindCodes,
+                what: "codes",
+            });
         }
+        let mut codes = BitReader {
+            bytes: r.take(len as usize, Place::KindCodes, "codes")?,
+            pos: 0,
+        };
         let mut series = Vec::with_capacity(defined as usize);
         series.extend_from_slice(&self.series);
         series.resize(defined as usize, SeriesState::NEW);
         for (f, frame) in frames.iter_mut().enumerate() {
             for (index, value) in &mut frame.samples {
-                let at = Place::Sample { frame: f as u32, series: *index };
+                let at = Place::Sample {
+                    frame: f as u32,
+                    series: *index,
+                };
                 let state = &mut series[*index as usize];
-                let kind = match codes.code().ok_or(BatchError::Truncated { at, what: "kind codes" })? {
+                let kind = match codes.code().ok_or(BatchError::Truncated {
+                    at,
+                    what: "kind codes",
+                })? {
                     KindCode::AsBefore => state.as_before(),
                     KindCode::Toggled => state.toggled(),
-                    KindCode::Explicit => r.byte(at, "value kind")?,
+                    KindCode::Explicit => match r.byte(at, "value kind")? {
+                        kind if is_kind(kind) => kind,
+                        kind => return Err(BatchError::UnknownValueKind { at, kind }),
+                    },
                 };
-                let payload = if kind == KIND_SAME { 0 } else { r.varint(at, "value")? };
+                let payload = if kind == KIND_SAME {
+                    0
+                } else {
+                    r.varint(at, "value")?
+                };
                 let bits = value_bits(kind, payload, state).map_err(|fault| fault.at(at, state))?;
                 state.advance(kind, bits);
                 *value = f64::from_bits(bits);
@@ -589,12 +703,23 @@ impl Decoder {
         }
         let unread_codes = codes.bytes.len() - codes.pos.div_ceil(8);
         if unread_codes > 0 {
-            return Err(BatchError::TrailingBytes { at: Place::KindCodes, count: unread_codes });
+            return Err(BatchError::TrailingBytes {
+                at: Place::KindCodes,
+                count: unread_codes,
+            });
         }
         if r.remaining() > 0 {
-            return Err(BatchError::TrailingBytes { at: Place::Body, count: r.remaining() });
+            return Err(BatchError::TrailingBytes {
+                at: Place::Body,
+                count: r.remaining(),
+            });
         }
-        Ok(DecodedBatch { header, new_series, frames, series })
+        Ok(DecodedBatch {
+            header,
+            new_series,
+            frames,
+            series,
+        })
     }
 
     /// Applies a batch from [`decode`](Self::decode) once its samples are stored. Fails,
@@ -615,21 +740,21 @@ fn read_definitions(r: &mut Reader<'_>, dict_base: u32) -> Result<Vec<Labels>, B
         let at = Place::String(i as u32);
         let len = r.varint(at, "length")?;
         if len > MAX_LABEL_BYTES as u64 {
-            return Err(BatchError::Limit { at, what: "length", count: len, limit: MAX_LABEL_BYTES as u64 });
+            return Err(BatchError::Limit {
+                at,
+                what: "length",
+                count: len,
+                limit: MAX_LABEL_BYTES as u64,
+            });
         }
         let bytes = r.take(len as usize, at, "bytes")?;
         strings.push(std::str::from_utf8(bytes).map_err(|_| BatchError::NotUtf8 { at })?);
     }
 
     let count = r.varint(Place::Definitions, "definition count")?;
-    let defined = u64::from(dict_base) + count;
+    let defined = u64::from(dict_base).saturating_add(count);
     if defined > u64::from(MAX_SESSION_SERIES) {
-        return Err(BatchError::Limit {
-            at: Place::Definitions,
-            what: "series count",
-            count: defined,
-            limit: MAX_SESSION_SERIES.into(),
-        });
+        return Err(BatchError::SessionFull { count: defined });
     }
     let mut new_series = Vec::with_capacity(r.capped(count));
     let (mut pairs_total, mut bytes_total) = (0, 0);
@@ -637,45 +762,75 @@ fn read_definitions(r: &mut Reader<'_>, dict_base: u32) -> Result<Vec<Labels>, B
         let at = Place::Definition(index);
         let count = r.varint(at, "label count")?;
         if count > MAX_LABEL_PAIRS as u64 {
-            return Err(BatchError::Limit { at, what: "label count", count, limit: MAX_LABEL_PAIRS as u64 });
+            return Err(BatchError::Limit {
+                at,
+                what: "label count",
+                count,
+                limit: MAX_LABEL_PAIRS as u64,
+            });
         }
         pairs_total += count as usize;
         if pairs_total > MAX_BATCH_PAIRS {
-            return Err(limit(at, "batch label pair count", pairs_total, MAX_BATCH_PAIRS));
+            return Err(limit(
+                at,
+                "batch label pair count",
+                pairs_total,
+                MAX_BATCH_PAIRS,
+            ));
         }
         let mut pairs = Vec::with_capacity(count as usize);
         for _ in 0..count {
             let mut string = || {
                 let reference = r.varint(at, "string reference")?;
-                let s = *strings.get(reference as usize).ok_or(BatchError::UndefinedString {
-                    index,
-                    reference,
-                    strings: strings.len(),
-                })?;
+                let s = *strings
+                    .get(reference as usize)
+                    .ok_or(BatchError::UndefinedString {
+                        index,
+                        reference,
+                        strings: strings.len(),
+                    })?;
                 bytes_total += s.len();
                 if bytes_total > MAX_BATCH_LABEL_BYTES {
-                    return Err(limit(at, "batch label bytes", bytes_total, MAX_BATCH_LABEL_BYTES));
+                    return Err(limit(
+                        at,
+                        "batch label bytes",
+                        bytes_total,
+                        MAX_BATCH_LABEL_BYTES,
+                    ));
                 }
                 Ok(s.to_owned())
             };
             pairs.push((string()?, string()?));
         }
-        new_series.push(Labels::from_pairs(pairs).map_err(|source| BatchError::Labels { index, source })?);
+        new_series.push(
+            Labels::from_pairs(pairs).map_err(|source| BatchError::Labels { index, source })?,
+        );
     }
     Ok(new_series)
 }
 
 /// Reads a frame's series list (runs of consecutive indices) as samples valued 0.
-fn read_runs(r: &mut Reader<'_>, frame: u32, defined: u32, total: &mut usize) -> Result<Vec<(u32, f64)>, BatchError> {
+fn read_runs(
+    r: &mut Reader<'_>,
+    frame: u32,
+    defined: u32,
+    total: &mut usize,
+) -> Result<Vec<(u32, f64)>, BatchError> {
     let at = Place::Frame(frame);
     let runs = r.varint(at, "run count")?;
     let mut samples = Vec::new();
     let mut next = 0u64;
     for _ in 0..runs {
         let start = next.saturating_add(r.varint(at, "run gap")?);
-        let end = start.saturating_add(r.varint(at, "run length")?).saturating_add(1);
+        let end = start
+            .saturating_add(r.varint(at, "run length")?)
+            .saturating_add(1);
         if end > u64::from(defined) {
-            return Err(BatchError::UndefinedSeries { frame, index: start.max(defined.into()), defined });
+            return Err(BatchError::UndefinedSeries {
+                frame,
+                index: start.max(defined.into()),
+                defined,
+            });
         }
         *total += (end - start) as usize;
         if *total > MAX_BATCH_SAMPLES {
@@ -684,7 +839,10 @@ fn read_runs(r: &mut Reader<'_>, frame: u32, defined: u32, total: &mut usize) ->
         // Every sample has a kind code still to come, one bit at least: refuse counts the
         // body cannot back before allocating for them.
         if *total > r.remaining().saturating_mul(8) {
-            return Err(BatchError::Truncated { at: Place::KindCodes, what: "codes" });
+            return Err(BatchError::Truncated {
+                at: Place::KindCodes,
+                what: "codes",
+            });
         }
         samples.extend((start as u32..end as u32).map(|i| (i, 0.0)));
         next = end;
@@ -695,21 +853,43 @@ fn read_runs(r: &mut Reader<'_>, frame: u32, defined: u32, total: &mut usize) ->
 fn decompress(frame: &[u8]) -> Result<Vec<u8>, BatchError> {
     let size = match zstd::zstd_safe::get_frame_content_size(frame) {
         Ok(Some(size)) => size,
-        Ok(None) => return Err(BatchError::Zstd("frame does not declare its content size".into())),
+        Ok(None) => {
+            return Err(BatchError::Zstd(
+                "frame does not declare its content size".into(),
+            ));
+        }
         Err(_) => return Err(BatchError::Zstd("not a zstd frame".into())),
     };
     if size > MAX_BODY_BYTES as u64 {
-        return Err(BatchError::Limit { at: Place::Body, what: "size", count: size, limit: MAX_BODY_BYTES as u64 });
+        return Err(BatchError::Limit {
+            at: Place::Body,
+            what: "size",
+            count: size,
+            limit: MAX_BODY_BYTES as u64,
+        });
     }
     match zstd::zstd_safe::find_frame_compressed_size(frame) {
         Ok(n) if n == frame.len() => {}
-        Ok(n) => return Err(BatchError::TrailingBytes { at: Place::Body, count: frame.len().saturating_sub(n) }),
-        Err(code) => return Err(BatchError::Zstd(zstd::zstd_safe::get_error_name(code).into())),
+        Ok(n) => {
+            return Err(BatchError::TrailingBytes {
+                at: Place::Body,
+                count: frame.len().saturating_sub(n),
+            });
+        }
+        Err(code) => {
+            return Err(BatchError::Zstd(
+                zstd::zstd_safe::get_error_name(code).into(),
+            ));
+        }
     }
     // The buffer has exactly the declared size, so a lying frame cannot make it grow.
-    let body = zstd::bulk::decompress(frame, size as usize).map_err(|e| BatchError::Zstd(e.to_string()))?;
+    let body = zstd::bulk::decompress(frame, size as usize)
+        .map_err(|e| BatchError::Zstd(e.to_string()))?;
     if body.len() as u64 != size {
-        return Err(BatchError::Zstd(format!("frame declares {size} bytes but holds {}", body.len())));
+        return Err(BatchError::Zstd(format!(
+            "frame declares {size} bytes but holds {}",
+            body.len()
+        )));
     }
     Ok(body)
 }
@@ -747,7 +927,15 @@ fn parse_header(bytes: &[u8]) -> Result<(BatchHeader, u8, &[u8]), BatchError> {
         count: dict_base,
         limit: u32::MAX.into(),
     })?;
-    Ok((BatchHeader { session_id, seq, dict_base }, encoding, &bytes[r.pos..]))
+    Ok((
+        BatchHeader {
+            session_id,
+            seq,
+            dict_base,
+        },
+        encoding,
+        &bytes[r.pos..],
+    ))
 }
 
 /// A cursor over untrusted bytes; every read names what it was reading, for the error.
@@ -842,17 +1030,14 @@ impl BitReader<'_> {
     }
 
     fn code(&mut self) -> Option<KindCode> {
-        Some(match (self.bit()?, self.bit_if_first_set()?) {
-            (false, _) => KindCode::AsBefore,
-            (true, false) => KindCode::Toggled,
-            (true, true) => KindCode::Explicit,
+        if !self.bit()? {
+            return Some(KindCode::AsBefore);
+        }
+        Some(if self.bit()? {
+            KindCode::Explicit
+        } else {
+            KindCode::Toggled
         })
-    }
-
-    /// Second bit of a code, read only when the first was 1.
-    fn bit_if_first_set(&mut self) -> Option<bool> {
-        let first = self.bytes.get((self.pos - 1) / 8)? >> ((self.pos - 1) % 8) & 1 == 1;
-        if first { self.bit() } else { Some(false) }
     }
 }
 
@@ -919,19 +1104,30 @@ impl ValueFault {
     }
 }
 
+/// Whether `kind` is one of the kinds above (any scale: the nibble holds 0 to 15).
+fn is_kind(kind: u8) -> bool {
+    matches!(kind & CLASS_MASK, KIND_DELTA | KIND_DECIMAL | KIND_DELTA2)
+        || kind == KIND_SAME
+        || kind == KIND_RAW
+}
+
 /// The value (bits) that `kind` and its payload stand for in a series' state. The encoder
 /// runs this too, to check every value it writes.
 fn value_bits(kind: u8, payload: u64, state: &SeriesState) -> Result<u64, ValueFault> {
     let scale = kind & SCALE_MASK;
-    let base = |bits: u64| scaled(f64::from_bits(bits), scale).map(i128::from).ok_or(ValueFault::NoDecimalBase(scale));
+    let base = |bits: u64| {
+        scaled(f64::from_bits(bits), scale)
+            .map(i128::from)
+            .ok_or(ValueFault::NoDecimalBase(scale))
+    };
     let change = i128::from(unzigzag(payload));
     match kind & CLASS_MASK {
-        KIND_SAME if kind == KIND_SAME => Ok(state.last),
-        KIND_DELTA if scale <= MAX_SCALE => from_decimal(base(state.last)? + change, scale),
-        KIND_DELTA2 if scale <= MAX_SCALE => from_decimal(2 * base(state.last)? - base(state.before)? + change, scale),
-        KIND_DECIMAL if scale <= MAX_SCALE => from_decimal(change, scale),
-        KIND_RAW if kind == KIND_RAW => Ok(payload ^ state.last),
-        _ => Err(ValueFault::UnknownKind(kind)),
+        _ if !is_kind(kind) => Err(ValueFault::UnknownKind(kind)),
+        KIND_DELTA => from_decimal(base(state.last)? + change, scale),
+        KIND_DELTA2 => from_decimal(2 * base(state.last)? - base(state.before)? + change, scale),
+        KIND_DECIMAL => from_decimal(change, scale),
+        KIND_RAW => Ok(payload ^ state.last),
+        _ => Ok(state.last),
     }
 }
 
@@ -956,7 +1152,11 @@ fn decimal_form(v: f64, preferred: u8) -> Option<(u8, i64)> {
         let m = scaled(v, s)?;
         (from_decimal(m.into(), s) == Ok(v.to_bits())).then_some((s, m))
     };
-    try_scale(preferred).or_else(|| (0..=MAX_SCALE).filter(|&s| s != preferred).find_map(try_scale))
+    try_scale(preferred).or_else(|| {
+        (0..=MAX_SCALE)
+            .filter(|&s| s != preferred)
+            .find_map(try_scale)
+    })
 }
 
 /// The shortest exact coding of `v` in a series' state, as `(kind, payload)`. Of equally
@@ -986,6 +1186,720 @@ fn choose_value(v: f64, state: &SeriesState) -> (u8, u64) {
     }
     candidates[n] = raw;
     let cost = |&(kind, payload): &(u8, u64)| (varint_len(payload), kind != state.kind);
-    let best = *candidates[..=n].iter().min_by_key(|c| cost(c)).expect("raw is always a candidate");
-    if value_bits(best.0, best.1, state) == Ok(bits) { best } else { raw }
+    let best = *candidates[..=n]
+        .iter()
+        .min_by_key(|c| cost(c))
+        .expect("raw is always a candidate");
+    if value_bits(best.0, best.1, state) == Ok(bits) {
+        best
+    } else {
+        raw
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MetricSample;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn series(metric: &str, pairs: &[(&str, &str)]) -> Labels {
+        Labels::new(metric, pairs.iter().copied()).unwrap()
+    }
+
+    fn scrape(timestamp_ms: i64, samples: &[(&Labels, f64)]) -> Scrape {
+        let samples = samples
+            .iter()
+            .map(|&(l, value)| MetricSample {
+                labels: l.clone(),
+                value,
+            })
+            .collect();
+        Scrape {
+            timestamp_ms,
+            samples,
+        }
+    }
+
+    /// The server's side of a session, as `ingest` runs it: classify, decode, commit, and
+    /// keep the labels per index.
+    #[derive(Default)]
+    struct Receiver {
+        decoder: Option<Decoder>,
+        labels: Vec<Labels>,
+    }
+
+    impl Receiver {
+        /// The scrapes a batch carried, or `None` for a duplicate.
+        fn push(&mut self, bytes: &[u8]) -> Result<Option<Vec<Scrape>>, BatchError> {
+            let header = read_header(bytes)?;
+            let decoder = match &mut self.decoder {
+                Some(d) if d.classify(&header) == Sequence::Duplicate => return Ok(None),
+                Some(d) if d.classify(&header) == Sequence::Next => d,
+                _ => {
+                    self.labels.clear();
+                    self.decoder.insert(Decoder::start(&header)?)
+                }
+            };
+            let batch = decoder.decode(bytes)?;
+            self.labels.extend(batch.new_series.iter().cloned());
+            let scrapes = batch
+                .frames
+                .iter()
+                .map(|f| Scrape {
+                    timestamp_ms: f.timestamp_ms,
+                    samples: f
+                        .samples
+                        .iter()
+                        .map(|&(i, value)| MetricSample {
+                            labels: self.labels[i as usize].clone(),
+                            value,
+                        })
+                        .collect(),
+                })
+                .collect();
+            decoder.commit(batch)?;
+            Ok(Some(scrapes))
+        }
+    }
+
+    /// Scrapes as comparable data: per scrape, samples by labels (the last of duplicates),
+    /// values as bits.
+    fn canonical(scrapes: &[Scrape]) -> Vec<(i64, BTreeMap<Labels, u64>)> {
+        scrapes
+            .iter()
+            .map(|s| {
+                (
+                    s.timestamp_ms,
+                    s.samples
+                        .iter()
+                        .map(|m| (m.labels.clone(), m.value.to_bits()))
+                        .collect(),
+                )
+            })
+            .collect()
+    }
+
+    /// Sends `values` of one series through a session, one batch per value and then all in
+    /// one batch, and checks every bit comes back.
+    fn check_values(values: &[f64]) {
+        let l = series("m", &[]);
+        let scrapes: Vec<Scrape> = values
+            .iter()
+            .enumerate()
+            .map(|(i, &v)| scrape(i as i64 * 1000, &[(&l, v)]))
+            .collect();
+        let mut enc = Encoder::new(1);
+        let mut rx = Receiver::default();
+        for s in &scrapes {
+            let got = rx
+                .push(&enc.encode(std::slice::from_ref(s)).unwrap())
+                .unwrap()
+                .unwrap();
+            assert_eq!(
+                canonical(&got),
+                canonical(std::slice::from_ref(s)),
+                "{values:?}"
+            );
+        }
+        let got = Receiver::default()
+            .push(&Encoder::new(2).encode(&scrapes).unwrap())
+            .unwrap()
+            .unwrap();
+        assert_eq!(canonical(&got), canonical(&scrapes), "{values:?}");
+    }
+
+    #[test]
+    fn tricky_values_round_trip_bit_exact() {
+        let nan_payload = f64::from_bits(0x7ff8_0000_dead_beef);
+        let signalling_nan = f64::from_bits(0x7ff0_0000_0000_0001);
+        let negative_nan = f64::from_bits(0xfff8_0000_0000_0000);
+        let two53 = 9_007_199_254_740_992.0;
+        check_values(&[0.0, -0.0, 0.0, -0.0]);
+        check_values(&[
+            nan_payload,
+            nan_payload,
+            signalling_nan,
+            negative_nan,
+            1.0,
+            f64::NAN,
+        ]);
+        check_values(&[f64::INFINITY, f64::NEG_INFINITY, 5.0, f64::INFINITY]);
+        check_values(&[
+            1e300,
+            -1e300,
+            1e-300,
+            5e-324,
+            f64::MIN_POSITIVE,
+            f64::MAX,
+            f64::MIN,
+        ]);
+        check_values(&[0.1 + 0.2, 0.3, 0.1, 0.2]);
+        check_values(&[
+            two53 - 1.0,
+            two53,
+            two53 + 2.0,
+            -two53,
+            2f64.powi(63),
+            -(2f64.powi(63)),
+        ]);
+        check_values(&[12345.67, 12345.68, 12345.7, 12346.0, 12345.67]);
+        check_values(&[
+            1e15,
+            1e16,
+            1e22,
+            1e23,
+            123_456_789.123,
+            0.000_001,
+            1e-15,
+            1e-16,
+        ]);
+        check_values(&[1_760_000_000.123_456_7, 1_760_000_030.123_456_8]);
+        check_values(&[100.0, 200.0, 300.0, 400.5, 500.25, 600.125, 700.0]);
+    }
+
+    fn describe((kind, payload): (u8, u64)) -> String {
+        let s = kind & SCALE_MASK;
+        let n = varint_len(payload);
+        match kind & CLASS_MASK {
+            KIND_SAME => "same".into(),
+            KIND_DELTA => format!("delta s{s} {n}B"),
+            KIND_DELTA2 => format!("delta2 s{s} {n}B"),
+            KIND_DECIMAL => format!("decimal s{s} {n}B"),
+            _ => format!("raw {n}B"),
+        }
+    }
+
+    /// The coding the encoder picks for `v` after a series' earlier values `history`.
+    fn check_coding(history: &[f64], v: f64, expect: &str) {
+        let mut state = SeriesState::NEW;
+        for &h in history {
+            let (kind, _) = choose_value(h, &state);
+            state.advance(kind, h.to_bits());
+        }
+        assert_eq!(
+            describe(choose_value(v, &state)),
+            expect,
+            "{history:?} then {v}"
+        );
+    }
+
+    #[test]
+    fn encoder_picks_the_shortest_exact_coding() {
+        check_coding(&[], 0.0, "same");
+        check_coding(&[], -0.0, "raw 10B");
+        check_coding(&[], 1.0, "decimal s0 1B");
+        check_coding(&[], 12345.67, "decimal s2 4B");
+        check_coding(&[12345.67], 12345.67, "same");
+        check_coding(&[12345.67], 12345.68, "delta s2 1B");
+        check_coding(&[12345.67], 12346.0, "delta s2 1B");
+        check_coding(&[0.0, 1000.0, 2000.0], 3003.0, "delta2 s0 1B");
+        check_coding(&[0.0, 1000.0, 2000.0], 2001.0, "delta s0 1B");
+        check_coding(&[5.0], 0.1 + 0.2, "raw 9B");
+        check_coding(&[f64::NAN], 5.0, "decimal s0 1B");
+        check_coding(&[f64::INFINITY], f64::INFINITY, "same");
+        check_coding(&[1e300], f64::from_bits(1e300f64.to_bits() + 1), "raw 1B");
+        check_coding(&[], 9_007_199_254_740_992.0, "decimal s0 8B");
+        check_coding(&[], 9_007_199_254_740_994.0, "raw 9B");
+        check_coding(&[], 1e-15, "decimal s15 1B");
+        check_coding(&[], 1.5e-16, "raw 9B");
+    }
+
+    #[test]
+    fn session_grows_definitions_between_batches() {
+        let (a, b, c) = (
+            series("a", &[("x", "1")]),
+            series("b", &[]),
+            series("c", &[("y", "2")]),
+        );
+        let mut enc = Encoder::new(7);
+        let b0 = enc
+            .encode(&[scrape(1000, &[(&b, 1.0), (&a, 2.0)])])
+            .unwrap();
+        let b1 = enc
+            .encode(&[
+                scrape(2000, &[(&a, 2.5), (&c, 3.0), (&b, 1.0)]),
+                scrape(3000, &[(&c, 4.0)]),
+            ])
+            .unwrap();
+        let b2 = enc
+            .encode(&[scrape(4000, &[(&c, 5.0), (&a, 6.0)])])
+            .unwrap();
+
+        let mut dec = Decoder::start(&read_header(&b0).unwrap()).unwrap();
+        let batch = dec.decode(&b0).unwrap();
+        assert_eq!(
+            batch.header,
+            BatchHeader {
+                session_id: 7,
+                seq: 0,
+                dict_base: 0
+            }
+        );
+        assert_eq!(batch.new_series, [b.clone(), a.clone()]);
+        assert_eq!(
+            batch.frames,
+            [Frame {
+                timestamp_ms: 1000,
+                samples: vec![(0, 1.0), (1, 2.0)]
+            }]
+        );
+        dec.commit(batch).unwrap();
+
+        let batch = dec.decode(&b1).unwrap();
+        assert_eq!(
+            batch.header,
+            BatchHeader {
+                session_id: 7,
+                seq: 1,
+                dict_base: 2
+            }
+        );
+        assert_eq!(batch.new_series, std::slice::from_ref(&c));
+        assert_eq!(
+            batch.frames,
+            [
+                Frame {
+                    timestamp_ms: 2000,
+                    samples: vec![(0, 1.0), (1, 2.5), (2, 3.0)]
+                },
+                Frame {
+                    timestamp_ms: 3000,
+                    samples: vec![(2, 4.0)]
+                },
+            ]
+        );
+        assert_eq!(batch.sample_count(), 4);
+        dec.commit(batch).unwrap();
+
+        let batch = dec.decode(&b2).unwrap();
+        assert_eq!(batch.header.dict_base, 3);
+        assert!(batch.new_series.is_empty());
+        assert_eq!(
+            batch.frames,
+            [Frame {
+                timestamp_ms: 4000,
+                samples: vec![(1, 6.0), (2, 5.0)]
+            }]
+        );
+        dec.commit(batch).unwrap();
+        assert_eq!((dec.series_count(), dec.last_seq()), (3, Some(2)));
+    }
+
+    #[test]
+    fn a_series_twice_in_one_scrape_keeps_the_last_value() {
+        let a = series("a", &[]);
+        let bytes = Encoder::new(1)
+            .encode(&[scrape(0, &[(&a, 1.0), (&a, 2.0)])])
+            .unwrap();
+        let batch = Decoder::start(&read_header(&bytes).unwrap())
+            .unwrap()
+            .decode(&bytes)
+            .unwrap();
+        assert_eq!(batch.frames[0].samples, [(0, 2.0)]);
+    }
+
+    #[test]
+    fn retry_is_a_duplicate_and_gaps_are_out_of_sync() {
+        let a = series("a", &[]);
+        let b = series("b", &[]);
+        let mut enc = Encoder::new(9);
+        let batches: Vec<Vec<u8>> = (0..4)
+            .map(|i| enc.encode(&[scrape(i, &[(&a, i as f64)])]).unwrap())
+            .collect();
+        let header = |i: usize| read_header(&batches[i]).unwrap();
+        let mut dec = Decoder::start(&header(0)).unwrap();
+        assert_eq!(dec.classify(&header(0)), Sequence::Next);
+        dec.commit(dec.decode(&batches[0]).unwrap()).unwrap();
+        assert_eq!(dec.classify(&header(0)), Sequence::Duplicate);
+        assert_eq!(dec.classify(&header(1)), Sequence::Next);
+        assert_eq!(dec.classify(&header(2)), Sequence::OutOfSync);
+        dec.commit(dec.decode(&batches[1]).unwrap()).unwrap();
+        assert_eq!(dec.classify(&header(1)), Sequence::Duplicate);
+        assert_eq!(dec.classify(&header(0)), Sequence::OutOfSync);
+        assert_eq!(
+            dec.classify(&BatchHeader {
+                session_id: 8,
+                ..header(2)
+            }),
+            Sequence::OutOfSync
+        );
+        assert_eq!(
+            dec.classify(&BatchHeader {
+                dict_base: 2,
+                ..header(2)
+            }),
+            Sequence::OutOfSync
+        );
+        assert_eq!(dec.classify(&header(3)), Sequence::OutOfSync);
+
+        // The server lost the session (restart): the retry of seq 2 cannot start one, the
+        // agent resyncs with a new session that re-sends what was pending.
+        let err = Decoder::start(&header(2)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a session starts with seq 0 and dict_base 0, this batch has seq 2 and dict_base 1"
+        );
+        let mut enc = Encoder::new(10);
+        let pending = [scrape(2, &[(&a, 2.0)]), scrape(3, &[(&a, 3.0), (&b, 1.0)])];
+        let mut rx = Receiver::default();
+        let got = rx.push(&enc.encode(&pending).unwrap()).unwrap().unwrap();
+        assert_eq!(canonical(&got), canonical(&pending));
+    }
+
+    #[test]
+    fn decode_changes_nothing_and_commit_refuses_a_stale_batch() {
+        let a = series("a", &[]);
+        let mut enc = Encoder::new(3);
+        let b0 = enc.encode(&[scrape(0, &[(&a, 1.5)])]).unwrap();
+        let b1 = enc.encode(&[scrape(1, &[(&a, 2.5)])]).unwrap();
+        let mut dec = Decoder::start(&read_header(&b0).unwrap()).unwrap();
+        let first = dec.decode(&b0).unwrap();
+        let again = dec.decode(&b0).unwrap();
+        assert_eq!(first.frames, again.frames);
+        let mut corrupt = b1.clone();
+        corrupt.truncate(corrupt.len() - 1);
+        dec.commit(first).unwrap();
+        assert!(dec.decode(&corrupt).is_err());
+        let next = dec.decode(&b1).unwrap();
+        assert_eq!(next.frames[0].samples, [(0, 2.5)]);
+        let err = dec.commit(again).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "batch seq 0 (dict_base 0) of session 0x0000000000000003 is not next: the decoder has \
+             session 0x0000000000000003 and expects seq 1 with dict_base 1"
+        );
+        dec.commit(next).unwrap();
+    }
+
+    #[test]
+    fn encoder_refuses_oversized_labels_and_changes_nothing() {
+        let long = "x".repeat(MAX_LABEL_BYTES + 1);
+        let bad = series("a", &[("v", &long)]);
+        let mut enc = Encoder::new(1);
+        let err = enc.encode(&[scrape(0, &[(&bad, 1.0)])]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "definition 0: label value length 4097 exceeds the limit of 4096"
+        );
+        assert_eq!((enc.next_seq(), enc.series_count()), (0, 0));
+        let ok = enc
+            .encode(&[scrape(0, &[(&series("a", &[]), 1.0)])])
+            .unwrap();
+        assert_eq!(read_header(&ok).unwrap().seq, 0);
+    }
+
+    #[test]
+    fn steady_state_batches_are_small() {
+        let all: Vec<Labels> = (0..200)
+            .map(|i| series("node_x", &[("i", &i.to_string())]))
+            .collect();
+        let at = |t: i64| {
+            let samples: Vec<(&Labels, f64)> = all
+                .iter()
+                .enumerate()
+                .map(|(i, l)| (l, (i as i64 * 7 + t) as f64 / 100.0))
+                .collect();
+            scrape(t * 30_000, &samples)
+        };
+        let mut enc = Encoder::new(1);
+        enc.encode(&[at(0)]).unwrap();
+        enc.encode(&[at(1)]).unwrap();
+        // Every counter moved by the same step: one bit and one byte per sample at most.
+        let steady = enc.encode(&[at(2)]).unwrap();
+        assert!(steady.len() < 80, "{} bytes", steady.len());
+    }
+
+    /// A raw (uncompressed) batch with this header and body.
+    fn raw_batch(seq: u64, dict_base: u32, body: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        put_header(
+            &mut out,
+            &BatchHeader {
+                session_id: 5,
+                seq,
+                dict_base,
+            },
+            BODY_RAW,
+        );
+        out.extend_from_slice(body);
+        out
+    }
+
+    /// A body from varints, strings (`"s:text"`) and raw bytes (`"b:0x7f"`), for
+    /// hand-made batches.
+    fn body(parts: &[&str]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for p in parts {
+            if let Some(s) = p.strip_prefix("s:") {
+                put_varint(&mut out, s.len() as u64);
+                out.extend_from_slice(s.as_bytes());
+            } else if let Some(b) = p.strip_prefix("b:0x") {
+                out.push(u8::from_str_radix(b, 16).unwrap());
+            } else {
+                put_varint(&mut out, p.parse().unwrap());
+            }
+        }
+        out
+    }
+
+    /// A decoder that has committed seq 0 of session 5, defining two series `a` and `b`
+    /// with values 1 and 2.
+    fn primed() -> Decoder {
+        let mut enc = Encoder::new(5);
+        let (a, b) = (series("a", &[]), series("b", &[]));
+        let bytes = enc.encode(&[scrape(0, &[(&a, 1.0), (&b, 2.0)])]).unwrap();
+        let mut dec = Decoder::start(&read_header(&bytes).unwrap()).unwrap();
+        dec.commit(dec.decode(&bytes).unwrap()).unwrap();
+        dec
+    }
+
+    fn check_error(bytes: &[u8], expect: &str) {
+        let dec = primed();
+        let got = match read_header(bytes).and_then(|h| {
+            if h.seq == 0 {
+                Decoder::start(&h)?.decode(bytes)
+            } else {
+                dec.decode(bytes)
+            }
+        }) {
+            Ok(b) => format!("accepted: {:?}", b.frames),
+            Err(e) => e.to_string(),
+        };
+        assert_eq!(got, expect);
+    }
+
+    #[test]
+    fn errors_say_what_and_where() {
+        check_error(b"GET / HTTP/1.1", "not a dcmon batch: bad magic");
+        check_error(
+            b"DCB\x02",
+            "header: batch version 2 is not supported (this build reads version 1)",
+        );
+        check_error(b"DCB\x01\x07", "header: unknown body encoding 7");
+        check_error(
+            b"DCB\x01\x00\x05\x00\x00",
+            "header: truncated in session id",
+        );
+        check_error(
+            &raw_batch(1, 2, &[]),
+            "definitions: truncated in string count",
+        );
+        check_error(
+            &raw_batch(1, 2, &body(&["0", &u64::MAX.to_string()])),
+            "definitions: the session would have 18446744073709551615 series, more than the \
+             limit of 1048576: start a new session",
+        );
+        // seq 1: no strings, no definitions, one frame at t=0 with one run of one series.
+        let frame = |gap: &str| body(&["0", "0", "1", "0", "1", gap, "0"]);
+        check_error(
+            &raw_batch(1, 2, &[frame("5"), body(&["1", "0", "1"])].concat()),
+            "frame 0: series index 5 not defined (session has 2)",
+        );
+        check_error(
+            &raw_batch(1, 2, &[frame("1"), body(&["1", "0", "6"])].concat()),
+            "accepted: [Frame { timestamp_ms: 0, samples: [(1, 3.0)] }]",
+        );
+        check_error(
+            &raw_batch(1, 2, &[frame("1"), body(&["1", "0", "2", "9"])].concat()),
+            "body: 1 unread bytes at the end",
+        );
+        check_error(
+            &raw_batch(1, 2, &[frame("1"), body(&["1", "0"])].concat()),
+            "frame 0, series 1: truncated in value",
+        );
+        check_error(
+            &raw_batch(1, 2, &[frame("1"), body(&["1", "3", "b:0x7f"])].concat()),
+            "frame 0, series 1: unknown value kind 0x7f",
+        );
+        check_error(
+            &raw_batch(
+                1,
+                2,
+                &[frame("1"), body(&["1", "3", "b:0x25", "0"])].concat(),
+            ),
+            "accepted: [Frame { timestamp_ms: 0, samples: [(1, 0.0)] }]",
+        );
+        check_error(
+            &raw_batch(
+                1,
+                2,
+                &[frame("1"), body(&["1", "3", "b:0x20", "18014398509481986"])].concat(),
+            ),
+            "frame 0, series 1: decimal mantissa 9007199254740993 is beyond ±2^53",
+        );
+        check_error(
+            &raw_batch(1, 2, &[frame("0"), body(&["2", "0", "0", "2"])].concat()),
+            "kind codes: 1 unread bytes at the end",
+        );
+        check_error(
+            &raw_batch(1, 2, &[frame("0"), body(&["0"])].concat()),
+            "frame 0, series 0: truncated in kind codes",
+        );
+        check_error(
+            &raw_batch(1, 2, &body(&["0", "0", "70000"])),
+            "frames: frame count 70000 exceeds the limit of 65536",
+        );
+        check_error(
+            &raw_batch(1, 2, &body(&["0", "0", "1", "0", "1", "0", "2000000"])),
+            "frame 0: series index 2 not defined (session has 2)",
+        );
+
+        let def = |name: &str| body(&["2", "s:__name__", name, "1", "1", "0", "1", "0", "0"]);
+        check_error(
+            &raw_batch(0, 0, &def("s:1a")),
+            "definition 0: metric name \"1a\" is not valid: use [a-zA-Z_:][a-zA-Z0-9_:]*",
+        );
+        check_error(
+            &raw_batch(0, 0, &body(&["1", "s:__name__", "1", "1", "0", "1"])),
+            "definition 0: string 1 not in the string table (batch has 1)",
+        );
+        check_error(
+            &raw_batch(0, 0, &body(&["1", "2", "b:0xff", "b:0xfe"])),
+            "string 0: not UTF-8",
+        );
+        check_error(
+            &raw_batch(0, 0, &body(&["1", "5000"])),
+            "string 0: length 5000 exceeds the limit of 4096",
+        );
+        check_error(&raw_batch(0, 0, &def("s:up")), "accepted: []");
+
+        // A delta from a value that has no decimal form: b's state after a raw value.
+        let mut enc = Encoder::new(5);
+        let b = series("b", &[]);
+        let b0 = enc.encode(&[scrape(0, &[(&b, f64::NAN)])]).unwrap();
+        let mut dec = Decoder::start(&read_header(&b0).unwrap()).unwrap();
+        dec.commit(dec.decode(&b0).unwrap()).unwrap();
+        let delta = raw_batch(
+            1,
+            1,
+            &[body(&[
+                "0", "0", "1", "0", "1", "0", "0", "1", "3", "b:0x12", "2",
+            ])]
+            .concat(),
+        );
+        assert_eq!(
+            dec.decode(&delta).unwrap_err().to_string(),
+            "frame 0, series 0: delta at scale 2 from NaN (before it 0.0), which have no such decimal form"
+        );
+
+        let mut zstd_garbage = raw_batch(1, 2, b"not zstd at all");
+        zstd_garbage[4] = BODY_ZSTD;
+        check_error(&zstd_garbage, "body: zstd: not a zstd frame");
+    }
+
+    #[test]
+    fn hostile_sizes_are_refused_before_allocating() {
+        // 2,000 samples claimed by a few bytes of runs.
+        let all: Vec<Labels> = (0..2000)
+            .map(|i| series("m", &[("i", &i.to_string())]))
+            .collect();
+        let first = scrape(0, &all.iter().map(|l| (l, 0.0)).collect::<Vec<_>>());
+        let bytes = Encoder::new(5).encode(&[first]).unwrap();
+        let mut dec = Decoder::start(&read_header(&bytes).unwrap()).unwrap();
+        dec.commit(dec.decode(&bytes).unwrap()).unwrap();
+        let runs = raw_batch(1, 2000, &body(&["0", "0", "1", "0", "1", "0", "1999", "0"]));
+        assert_eq!(
+            dec.decode(&runs).unwrap_err().to_string(),
+            "kind codes: truncated in codes"
+        );
+
+        let mut huge = raw_batch(
+            1,
+            2,
+            &zstd::bulk::compress(&vec![0u8; MAX_BODY_BYTES + 1], 1).unwrap(),
+        );
+        huge[4] = BODY_ZSTD;
+        check_error(&huge, "body: size 67108865 exceeds the limit of 67108864");
+
+        let pairs: Vec<&str> = std::iter::repeat_n(["0", "0"], 65).flatten().collect();
+        let mut def = body(&["1", "s:x", "1", "65"]);
+        def.extend(body(&pairs));
+        check_error(
+            &raw_batch(0, 0, &def),
+            "definition 0: label count 65 exceeds the limit of 64",
+        );
+    }
+
+    fn value() -> impl Strategy<Value = f64> {
+        prop_oneof![
+            any::<u64>().prop_map(f64::from_bits),
+            (-(1i64 << 53)..=1 << 53, 0..=15usize).prop_map(|(m, s)| m as f64 / POW10[s]),
+            (-1000i64..1000, 0..=3usize).prop_map(|(m, s)| m as f64 / POW10[s]),
+            prop::sample::select(vec![0.0, -0.0, 1.0, f64::NAN, f64::INFINITY, 0.1 + 0.2]),
+        ]
+    }
+
+    /// Batches of one session, each a few scrapes over a pool of 6 series.
+    fn session() -> impl Strategy<Value = Vec<Vec<Scrape>>> {
+        let mut pool = vec![
+            series("up", &[]),
+            series("node_cpu_seconds_total", &[("cpu", "0"), ("mode", "idle")]),
+        ];
+        pool.extend((0..4).map(|i| series("m", &[("i", &"é".repeat(i))])));
+        let sample = (prop::sample::select(pool), value())
+            .prop_map(|(labels, value)| MetricSample { labels, value });
+        let scrape = (any::<i64>(), prop::collection::vec(sample, 0..10)).prop_map(
+            |(timestamp_ms, samples)| Scrape {
+                timestamp_ms,
+                samples,
+            },
+        );
+        prop::collection::vec(prop::collection::vec(scrape, 0..4), 1..6)
+    }
+
+    proptest! {
+        #[test]
+        fn decode_of_encode_is_bit_exact(batches in session(), raw in any::<bool>()) {
+            let mut enc = Encoder::new(42);
+            let mut rx = Receiver::default();
+            for scrapes in &batches {
+                let bytes = enc.encode_as(scrapes, if raw { BodyChoice::Raw } else { BodyChoice::Smallest }).unwrap();
+                let got = rx.push(&bytes).unwrap().unwrap();
+                prop_assert_eq!(canonical(&got), canonical(scrapes));
+                // A retry of the same bytes is a duplicate.
+                prop_assert!(rx.push(&bytes).unwrap().is_none());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..300), zstd in any::<bool>()) {
+            if let Ok(h) = read_header(&bytes) {
+                if let Ok(d) = Decoder::start(&h) {
+                    let _ = d.decode(&bytes);
+                }
+            }
+            let mut primed_batch = raw_batch(1, 2, &bytes);
+            if zstd {
+                primed_batch[4] = BODY_ZSTD;
+            }
+            let _ = primed().decode(&primed_batch);
+        }
+
+        #[test]
+        fn mutated_batches_never_panic(
+            batches in session(),
+            edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0..3u8), 1..4),
+        ) {
+            let mut enc = Encoder::new(5);
+            let mut dec: Option<Decoder> = None;
+            for scrapes in &batches {
+                let good = enc.encode_as(scrapes, BodyChoice::Raw).unwrap();
+                let mut bad = good.clone();
+                for (at, byte, op) in &edits {
+                    match op {
+                        0 if !bad.is_empty() => { let i = at.index(bad.len()); bad[i] = *byte; }
+                        1 if !bad.is_empty() => bad.truncate(at.index(bad.len())),
+                        _ => { let i = at.index(bad.len() + 1); bad.insert(i, *byte); }
+                    }
+                }
+                let d = dec.get_or_insert_with(|| Decoder::start(&read_header(&good).unwrap()).unwrap());
+                let _ = d.decode(&bad);
+                // Whatever the damaged copy did, the decoder still takes the good one.
+                let batch = d.decode(&good).unwrap();
+                d.commit(batch).unwrap();
+            }
+        }
+    }
 }

@@ -195,9 +195,21 @@ mod tests {
         check("a", &[("z", "1"), ("b", "2")], r#"a{b="2",z="1"}"#);
         check("a", &[("b", "q\"\\\n")], r#"a{b="q\"\\\n"}"#);
         check("a", &[("b", "")], "a");
-        check("a", &[("b", "1"), ("b", "2")], r#"error: label "b" appears twice"#);
-        check("1a", &[], r#"error: metric name "1a" is not valid: use [a-zA-Z_:][a-zA-Z0-9_:]*"#);
-        check("a", &[("x-y", "1")], r#"error: label name "x-y" is not valid: use [a-zA-Z_][a-zA-Z0-9_]*"#);
+        check(
+            "a",
+            &[("b", "1"), ("b", "2")],
+            r#"error: label "b" appears twice"#,
+        );
+        check(
+            "1a",
+            &[],
+            r#"error: metric name "1a" is not valid: use [a-zA-Z_:][a-zA-Z0-9_:]*"#,
+        );
+        check(
+            "a",
+            &[("x-y", "1")],
+            r#"error: label name "x-y" is not valid: use [a-zA-Z_][a-zA-Z0-9_]*"#,
+        );
     }
 
     #[test]

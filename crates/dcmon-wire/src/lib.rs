@@ -10,8 +10,8 @@
 pub mod api;
 pub mod batch;
 mod labels;
-pub mod sign;
 #[cfg(feature = "tls")]
 pub mod pin;
+pub mod sign;
 
-pub use labels::{LabelError, Labels, MetricSample, Scrape, METRIC_NAME_LABEL};
+pub use labels::{LabelError, Labels, METRIC_NAME_LABEL, MetricSample, Scrape};

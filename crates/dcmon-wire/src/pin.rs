@@ -11,5 +11,7 @@ pub struct PinError(String);
 /// `SHA256:<base64>` of the certificate's SubjectPublicKeyInfo (DER, outer SEQUENCE included).
 pub fn certificate_fingerprint(cert: &CertificateDer<'_>) -> Result<String, PinError> {
     let ee = webpki::EndEntityCert::try_from(cert).map_err(|e| PinError(e.to_string()))?;
-    Ok(crate::sign::spki_fingerprint(ee.subject_public_key_info().as_ref()))
+    Ok(crate::sign::spki_fingerprint(
+        ee.subject_public_key_info().as_ref(),
+    ))
 }

@@ -96,18 +96,27 @@ pub fn parse_headers<'a>(
     get: impl Fn(&'static str) -> Option<&'a str>,
 ) -> Result<SignatureHeaders, SignError> {
     let ts = get(HEADER_TIMESTAMP).ok_or(SignError::MissingHeader(HEADER_TIMESTAMP))?;
-    let timestamp_ms = ts
-        .parse::<i64>()
-        .map_err(|_| SignError::MalformedHeader(HEADER_TIMESTAMP, "expected integer milliseconds"))?;
+    let timestamp_ms = ts.parse::<i64>().map_err(|_| {
+        SignError::MalformedHeader(HEADER_TIMESTAMP, "expected integer milliseconds")
+    })?;
     let nonce = get(HEADER_NONCE).ok_or(SignError::MissingHeader(HEADER_NONCE))?;
     if !(16..=64).contains(&nonce.len()) || !nonce.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(SignError::MalformedHeader(HEADER_NONCE, "expected 16 to 64 hex digits"));
+        return Err(SignError::MalformedHeader(
+            HEADER_NONCE,
+            "expected 16 to 64 hex digits",
+        ));
     }
     let signature = get(HEADER_SIGNATURE).ok_or(SignError::MissingHeader(HEADER_SIGNATURE))?;
     let agent_id = get(HEADER_AGENT).map(str::to_owned);
     if let Some(id) = &agent_id {
-        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(SignError::MalformedHeader(HEADER_AGENT, "expected an agent id"));
+        if id.is_empty()
+            || id.len() > 64
+            || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
+            return Err(SignError::MalformedHeader(
+                HEADER_AGENT,
+                "expected an agent id",
+            ));
         }
     }
     Ok(SignatureHeaders {
@@ -151,20 +160,30 @@ pub fn public_key_to_text(key: &VerifyingKey) -> String {
 
 /// Parses the `ed25519:<base64>` form.
 pub fn public_key_from_text(text: &str) -> Result<VerifyingKey, SignError> {
-    let b64 = text.strip_prefix(PUBLIC_KEY_PREFIX).ok_or(SignError::MalformedKey)?;
-    let raw = STANDARD.decode(b64.trim()).map_err(|_| SignError::MalformedKey)?;
+    let b64 = text
+        .strip_prefix(PUBLIC_KEY_PREFIX)
+        .ok_or(SignError::MalformedKey)?;
+    let raw = STANDARD
+        .decode(b64.trim())
+        .map_err(|_| SignError::MalformedKey)?;
     let bytes: [u8; 32] = raw.try_into().map_err(|_| SignError::MalformedKey)?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| SignError::MalformedKey)
 }
 
 /// `SHA256:<base64>` fingerprint of a public key, as OpenSSH prints one.
 pub fn public_key_fingerprint(key: &VerifyingKey) -> String {
-    format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(key.as_bytes())))
+    format!(
+        "SHA256:{}",
+        STANDARD_NO_PAD.encode(Sha256::digest(key.as_bytes()))
+    )
 }
 
 /// `SHA256:<base64>` fingerprint of a DER SubjectPublicKeyInfo: what agents pin.
 pub fn spki_fingerprint(spki_der: &[u8]) -> String {
-    format!("SHA256:{}", STANDARD_NO_PAD.encode(Sha256::digest(spki_der)))
+    format!(
+        "SHA256:{}",
+        STANDARD_NO_PAD.encode(Sha256::digest(spki_der))
+    )
 }
 
 #[cfg(test)]
@@ -188,19 +207,54 @@ mod tests {
     #[test]
     fn sign_then_verify_and_every_tamper_fails() {
         let k = key(7);
-        let h = sign(&k, Some("a1"), "post", "/api/agent/push?x=1", 1_700_000_000_000, "00112233445566778899aabbccddeeff", b"body");
+        let h = sign(
+            &k,
+            Some("a1"),
+            "post",
+            "/api/agent/push?x=1",
+            1_700_000_000_000,
+            "00112233445566778899aabbccddeeff",
+            b"body",
+        );
         let vk = k.verifying_key();
-        assert_eq!(verify(&vk, &h, "POST", "/api/agent/push?x=1", b"body"), Ok(()));
-        assert_eq!(verify(&vk, &h, "POST", "/api/agent/push?x=1", b"bodY"), Err(SignError::Mismatch));
-        assert_eq!(verify(&vk, &h, "GET", "/api/agent/push?x=1", b"body"), Err(SignError::Mismatch));
-        assert_eq!(verify(&vk, &h, "POST", "/api/agent/push?x=2", b"body"), Err(SignError::Mismatch));
-        assert_eq!(verify(&key(8).verifying_key(), &h, "POST", "/api/agent/push?x=1", b"body"), Err(SignError::Mismatch));
+        assert_eq!(
+            verify(&vk, &h, "POST", "/api/agent/push?x=1", b"body"),
+            Ok(())
+        );
+        assert_eq!(
+            verify(&vk, &h, "POST", "/api/agent/push?x=1", b"bodY"),
+            Err(SignError::Mismatch)
+        );
+        assert_eq!(
+            verify(&vk, &h, "GET", "/api/agent/push?x=1", b"body"),
+            Err(SignError::Mismatch)
+        );
+        assert_eq!(
+            verify(&vk, &h, "POST", "/api/agent/push?x=2", b"body"),
+            Err(SignError::Mismatch)
+        );
+        assert_eq!(
+            verify(
+                &key(8).verifying_key(),
+                &h,
+                "POST",
+                "/api/agent/push?x=1",
+                b"body"
+            ),
+            Err(SignError::Mismatch)
+        );
         let mut later = h.clone();
         later.timestamp_ms += 1;
-        assert_eq!(verify(&vk, &later, "POST", "/api/agent/push?x=1", b"body"), Err(SignError::Mismatch));
+        assert_eq!(
+            verify(&vk, &later, "POST", "/api/agent/push?x=1", b"body"),
+            Err(SignError::Mismatch)
+        );
         let mut other = h.clone();
         other.agent_id = Some("a2".into());
-        assert_eq!(verify(&vk, &other, "POST", "/api/agent/push?x=1", b"body"), Err(SignError::Mismatch));
+        assert_eq!(
+            verify(&vk, &other, "POST", "/api/agent/push?x=1", b"body"),
+            Err(SignError::Mismatch)
+        );
     }
 
     #[test]
@@ -214,7 +268,10 @@ mod tests {
             _ => None,
         })
         .unwrap_err();
-        assert_eq!(e.to_string(), "header x-dcmon-nonce is malformed: expected 16 to 64 hex digits");
+        assert_eq!(
+            e.to_string(),
+            "header x-dcmon-nonce is malformed: expected 16 to 64 hex digits"
+        );
     }
 
     #[test]
@@ -222,8 +279,14 @@ mod tests {
         let vk = key(3).verifying_key();
         let text = public_key_to_text(&vk);
         assert_eq!(public_key_from_text(&text), Ok(vk));
-        assert_eq!(public_key_from_text("ed25519:AAAA"), Err(SignError::MalformedKey));
-        assert_eq!(public_key_from_text("rsa:AAAA"), Err(SignError::MalformedKey));
+        assert_eq!(
+            public_key_from_text("ed25519:AAAA"),
+            Err(SignError::MalformedKey)
+        );
+        assert_eq!(
+            public_key_from_text("rsa:AAAA"),
+            Err(SignError::MalformedKey)
+        );
         assert!(public_key_fingerprint(&vk).starts_with("SHA256:"));
     }
 }

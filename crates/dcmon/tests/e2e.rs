@@ -553,50 +553,93 @@ fn sighup_reloads_the_config_and_an_invalid_one_keeps_the_running_settings() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let config = dir.path().join("server.yaml");
-    let base_yaml = format!("listen: 127.0.0.1:{port}\ndata_dir: {}\n", dir.path().join("data").display());
+    let base_yaml = format!(
+        "listen: 127.0.0.1:{port}\ndata_dir: {}\n",
+        dir.path().join("data").display()
+    );
     write(&config, &base_yaml);
     let cfg = config.to_str().unwrap();
-    let server = Proc::spawn("dcmon server", Command::new(dcmon()).args(["server", "--config", cfg]));
+    let server = Proc::spawn(
+        "dcmon server",
+        Command::new(dcmon()).args(["server", "--config", cfg]),
+    );
     let base = format!("https://127.0.0.1:{port}");
     let cert = dir.path().join("data/tls/server.crt");
     let deadline = Instant::now() + Duration::from_secs(30);
     while !cert.exists() {
-        assert!(Instant::now() < deadline, "no certificate:\n{}", server.log());
+        assert!(
+            Instant::now() < deadline,
+            "no certificate:\n{}",
+            server.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
-    let enroll = stdout(&run(Command::new(dcmon()).args(["enroll", "create", "--config", cfg, "--uses", "2"])));
-    let line = enroll.lines().find(|l| l.trim_start().starts_with("dcmon-agent register")).unwrap().to_owned();
+    let enroll = stdout(&run(
+        Command::new(dcmon()).args(["enroll", "create", "--config", cfg, "--uses", "2"])
+    ));
+    let line = enroll
+        .lines()
+        .find(|l| l.trim_start().starts_with("dcmon-agent register"))
+        .unwrap()
+        .to_owned();
     let words: Vec<&str> = line.split_whitespace().collect();
     let arg = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1].to_owned();
     let (fingerprint, token) = (arg("--fingerprint"), arg("--token"));
     let http = PinnedHttp::new(&fingerprint);
     wait_healthy(&http, &base, &server);
     let hup = |server: &Proc| {
-        let _ = Command::new("kill").args(["-HUP", &server.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-HUP", &server.child.id().to_string()])
+            .status();
     };
     let wait_log = |server: &Proc, text: &str, count: usize| {
         let deadline = Instant::now() + Duration::from_secs(10);
         while server.log().matches(text).count() < count {
-            assert!(Instant::now() < deadline, "no {text:?} in the log:\n{}", server.log());
+            assert!(
+                Instant::now() < deadline,
+                "no {text:?} in the log:\n{}",
+                server.log()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     };
 
-    write(&config, &(base_yaml.clone() + "agents:\n  approval: manual\n"));
+    write(
+        &config,
+        &(base_yaml.clone() + "agents:\n  approval: manual\n"),
+    );
     hup(&server);
     wait_log(&server, "configuration reloaded", 1);
     let agent_cfg = dir.path().join("agent.yaml");
     let out = stdout(&run(Command::new(dcmon_agent())
         .env("DCMON_AGENT_STATE_DIR", dir.path().join("state"))
-        .args(["--config", agent_cfg.to_str().unwrap(), "register", "--server", &base, "--token", &token])
+        .args([
+            "--config",
+            agent_cfg.to_str().unwrap(),
+            "register",
+            "--server",
+            &base,
+            "--token",
+            &token,
+        ])
         .args(["--fingerprint", &fingerprint])));
-    assert!(out.contains("status pending"), "manual approval applies after SIGHUP: {out}");
+    assert!(
+        out.contains("status pending"),
+        "manual approval applies after SIGHUP: {out}"
+    );
 
     write(&config, &(base_yaml + "agents:\n  approval: sometimes\n"));
     hup(&server);
     wait_log(&server, "configuration reload failed", 1);
-    assert!(server.log().contains("unknown variant `sometimes`"), "{}", server.log());
+    assert!(
+        server.log().contains("unknown variant `sometimes`"),
+        "{}",
+        server.log()
+    );
     let (status, _) = http.get(&format!("{base}/healthz"), None).unwrap();
-    assert_eq!(status, 200, "the server keeps running on its old configuration");
+    assert_eq!(
+        status, 200,
+        "the server keeps running on its old configuration"
+    );
     assert!(server.interrupt().success());
 }

@@ -25,11 +25,14 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("bench wire takes no arguments, got {arg:?}");
     }
     let mut host = Host::new(0x5eed_d00d);
-    // Scrape 0 is the session's first; 1..=40 steady single batches; 1..=10 the spooled
-    // upload; timing runs over 400 more.
-    let scrapes: Vec<Scrape> = (0..441).map(|_| host.scrape()).collect();
+    // Scrape 0 is the session's first; 1..=40 steady single batches; 1..=10 and 1..=60
+    // spooled uploads; timing runs over 400 more.
+    let scrapes: Vec<Scrape> = (0..461).map(|_| host.scrape()).collect();
     let series = scrapes[0].samples.len();
-    println!("synthetic host: {series} series, one scrape every {} s\n", INTERVAL_MS / 1000);
+    println!(
+        "synthetic host: {series} series, one scrape every {} s\n",
+        INTERVAL_MS / 1000
+    );
 
     let mut enc = Encoder::new(1);
     let first = enc.encode(&scrapes[..1])?;
@@ -42,20 +45,47 @@ pub fn run(args: &[String]) -> Result<()> {
     enc.encode(&scrapes[..1])?;
     let spooled = enc.encode(&scrapes[1..=10])?;
     let fresh = Encoder::new(3).encode(&scrapes[1..=10])?;
+    let fresh60 = Encoder::new(4).encode(&scrapes[1..=60])?;
 
     let rows = [
-        Row::new("first batch of a session (1 scrape)", &scrapes[..1], first.len() as f64),
+        Row::new(
+            "first batch of a session (1 scrape)",
+            &scrapes[..1],
+            first.len() as f64,
+        ),
         Row::new(
             "steady 30 s batch (1 scrape, mean of 40)",
             &scrapes[1..2],
             steady_bytes as f64 / steady_batches as f64,
         ),
-        Row::new("spooled upload, 10 scrapes, steady", &scrapes[1..=10], spooled.len() as f64),
-        Row::new("spooled upload, 10 scrapes, new session", &scrapes[1..=10], fresh.len() as f64),
+        Row::new(
+            "spooled upload, 10 scrapes, steady",
+            &scrapes[1..=10],
+            spooled.len() as f64,
+        ),
+        Row::new(
+            "spooled upload, 10 scrapes, new session",
+            &scrapes[1..=10],
+            fresh.len() as f64,
+        ),
+        Row::new(
+            "spooled upload, 60 scrapes, new session",
+            &scrapes[1..=60],
+            fresh60.len() as f64,
+        ),
     ];
     println!(
         "{:<42} {:>7} | {:>8} {:>6} | {:>12} {:>6} {:>6} | {:>9} {:>6} {:>6}",
-        "batch", "samples", "dcmon B", "B/smp", "remote_wr B", "B/smp", "×", "gzJSON B", "B/smp", "×"
+        "batch",
+        "samples",
+        "dcmon B",
+        "B/smp",
+        "remote_wr B",
+        "B/smp",
+        "×",
+        "gzJSON B",
+        "B/smp",
+        "×"
     );
     println!("{}", "-".repeat(127));
     for r in &rows {
@@ -73,14 +103,22 @@ pub fn run(args: &[String]) -> Result<()> {
             r.json as f64 / r.dcmon,
         );
     }
-    println!("(× = peer bytes / dcmon bytes; remote_write: protobuf + snappy block; gzJSON: flate2 default level)\n");
+    println!(
+        "(× = peer bytes / dcmon bytes; remote_write: protobuf + snappy block; gzJSON: flate2 default level)\n"
+    );
 
     let single = rows[1].dcmon / rows[1].samples as f64;
     let multi = rows[2].dcmon / rows[2].samples as f64;
-    println!("target: steady single batch ≤ {TARGET_SINGLE} B/sample: {single:.2} {}", verdict(single <= TARGET_SINGLE));
-    println!("target: spooled 10-scrape upload ≤ {TARGET_SPOOLED} B/sample: {multi:.2} {}\n", verdict(multi <= TARGET_SPOOLED));
+    println!(
+        "target: steady single batch ≤ {TARGET_SINGLE} B/sample: {single:.2} {}",
+        verdict(single <= TARGET_SINGLE)
+    );
+    println!(
+        "target: spooled 10-scrape upload ≤ {TARGET_SPOOLED} B/sample: {multi:.2} {}\n",
+        verdict(multi <= TARGET_SPOOLED)
+    );
 
-    timing(&scrapes[41..])?;
+    timing(&scrapes[61..])?;
     Ok(())
 }
 
@@ -111,11 +149,19 @@ impl Row {
 /// Encode and decode cost per sample: each scrape as its own batch (the agent's steady
 /// state), and as 10-scrape batches.
 fn timing(scrapes: &[Scrape]) -> Result<()> {
+    if cfg!(debug_assertions) {
+        println!(
+            "(debug build: `cargo run --release -p xtask -- bench wire` for representative timings)"
+        );
+    }
     for per_batch in [1, 10] {
         let samples: usize = scrapes.iter().map(|s| s.samples.len()).sum();
         let mut enc = Encoder::new(7);
         let t = Instant::now();
-        let batches = scrapes.chunks(per_batch).map(|c| enc.encode(c)).collect::<Result<Vec<_>, _>>()?;
+        let batches = scrapes
+            .chunks(per_batch)
+            .map(|c| enc.encode(c))
+            .collect::<Result<Vec<_>, _>>()?;
         let encode = t.elapsed();
 
         let t = Instant::now();
@@ -147,8 +193,11 @@ fn gzip_json(scrapes: &[Scrape]) -> usize {
         .iter()
         .flat_map(|s| {
             s.samples.iter().map(move |m| {
-                let labels: serde_json::Map<String, serde_json::Value> =
-                    m.labels.without_name().map(|(k, v)| (k.to_owned(), v.into())).collect();
+                let labels: serde_json::Map<String, serde_json::Value> = m
+                    .labels
+                    .without_name()
+                    .map(|(k, v)| (k.to_owned(), v.into()))
+                    .collect();
                 serde_json::json!({
                     "name": m.labels.metric(),
                     "labels": labels,
@@ -206,7 +255,10 @@ mod remote_write {
         let mut series: BTreeMap<&dcmon_wire::Labels, Vec<Sample>> = BTreeMap::new();
         for s in scrapes {
             for m in &s.samples {
-                series.entry(&m.labels).or_default().push(Sample { value: m.value, timestamp: s.timestamp_ms });
+                series.entry(&m.labels).or_default().push(Sample {
+                    value: m.value,
+                    timestamp: s.timestamp_ms,
+                });
             }
         }
         let req = WriteRequest {
@@ -216,13 +268,18 @@ mod remote_write {
                     labels: labels
                         .pairs()
                         .iter()
-                        .map(|(name, value)| Label { name: name.clone(), value: value.clone() })
+                        .map(|(name, value)| Label {
+                            name: name.clone(),
+                            value: value.clone(),
+                        })
                         .collect(),
                     samples,
                 })
                 .collect(),
         };
-        snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).expect("snappy accepts any input below 4 GiB")
+        snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .expect("snappy accepts any input below 4 GiB")
     }
 }
 
@@ -277,10 +334,22 @@ enum Model {
     Const(f64),
     /// A counter in source units: each interval adds about `rate · 30 s` units, the rate
     /// wanders around `mean` (burstiness `burst`, 0 = steady); printed as `units / div`.
-    Counter { units: u64, rate: f64, mean: f64, burst: f64, div: f64 },
+    Counter {
+        units: u64,
+        rate: f64,
+        mean: f64,
+        burst: f64,
+        div: f64,
+    },
     /// A gauge in source units doing a mean-reverting walk (step σ `step`); printed as
     /// `units · mul / div`.
-    Gauge { units: i64, mean: i64, step: f64, mul: f64, div: f64 },
+    Gauge {
+        units: i64,
+        mean: i64,
+        step: f64,
+        mul: f64,
+        div: f64,
+    },
     /// `node_time_seconds`: nanoseconds since the epoch as a float of seconds.
     WallClock,
 }
@@ -298,25 +367,61 @@ struct Host {
 
 impl Host {
     fn new(seed: u64) -> Self {
-        let mut h = Self { rng: Rng(seed), series: Vec::new(), now_ms: START_MS };
+        let mut h = Self {
+            rng: Rng(seed),
+            series: Vec::new(),
+            now_ms: START_MS,
+        };
         h.build();
         h
     }
 
     fn add(&mut self, metric: &str, labels: &[(&str, &str)], model: Model) {
-        let mut pairs = vec![("host", HOST), ("instance", "gpu-node-017:9100"), ("job", "node")];
+        let mut pairs = vec![
+            ("host", HOST),
+            ("instance", "gpu-node-017:9100"),
+            ("job", "node"),
+        ];
         pairs.extend_from_slice(labels);
         let labels = Labels::new(metric, pairs).expect("benchmark labels are valid");
         self.series.push(Series { labels, model });
     }
 
-    fn counter(&mut self, metric: &str, labels: &[(&str, &str)], start: u64, rate: f64, burst: f64, div: f64) {
-        let model = Model::Counter { units: start, rate, mean: rate, burst, div };
+    fn counter(
+        &mut self,
+        metric: &str,
+        labels: &[(&str, &str)],
+        start: u64,
+        rate: f64,
+        burst: f64,
+        div: f64,
+    ) {
+        let model = Model::Counter {
+            units: start,
+            rate,
+            mean: rate,
+            burst,
+            div,
+        };
         self.add(metric, labels, model);
     }
 
-    fn gauge(&mut self, metric: &str, labels: &[(&str, &str)], mean: i64, step: f64, mul: f64, div: f64) {
-        let model = Model::Gauge { units: mean, mean, step, mul, div };
+    fn gauge(
+        &mut self,
+        metric: &str,
+        labels: &[(&str, &str)],
+        mean: i64,
+        step: f64,
+        mul: f64,
+        div: f64,
+    ) {
+        let model = Model::Gauge {
+            units: mean,
+            mean,
+            step,
+            mul,
+            div,
+        };
         self.add(metric, labels, model);
     }
 
@@ -338,7 +443,14 @@ impl Host {
             for &(mode, share, burst) in &modes {
                 let rate = share * 100.0 * (0.8 + 0.05 * f64::from(cpu));
                 let start = (rate * UPTIME_S) as u64;
-                self.counter("node_cpu_seconds_total", &[("cpu", &c), ("mode", mode)], start, rate, burst, 100.0);
+                self.counter(
+                    "node_cpu_seconds_total",
+                    &[("cpu", &c), ("mode", mode)],
+                    start,
+                    rate,
+                    burst,
+                    100.0,
+                );
             }
         }
         // Memory, in kB as /proc/meminfo prints it, exported × 1024.
@@ -370,53 +482,206 @@ impl Host {
             ("PageTables", 456_000, 300.0),
         ];
         for (name, kb, step) in memory {
-            self.gauge(&format!("node_memory_{name}_bytes"), &[], kb, step, 1024.0, 1.0);
+            self.gauge(
+                &format!("node_memory_{name}_bytes"),
+                &[],
+                kb,
+                step,
+                1024.0,
+                1.0,
+            );
         }
         // Filesystems, in 4 KiB blocks and inodes.
-        let mounts = [("/", "/dev/nvme0n1p2", 240_000_000u64, 0.35, 50.0), ("/boot", "/dev/nvme0n1p1", 1_000_000, 0.7, 0.0), ("/data", "/dev/md0", 3_700_000_000, 0.4, 4_000.0)];
+        let mounts = [
+            ("/", "/dev/nvme0n1p2", 240_000_000u64, 0.35, 50.0),
+            ("/boot", "/dev/nvme0n1p1", 1_000_000, 0.7, 0.0),
+            ("/data", "/dev/md0", 3_700_000_000, 0.4, 4_000.0),
+        ];
         for (mount, device, size_blocks, used, churn) in mounts {
-            let l = [("device", device), ("fstype", "ext4"), ("mountpoint", mount)];
+            let l = [
+                ("device", device),
+                ("fstype", "ext4"),
+                ("mountpoint", mount),
+            ];
             let free = ((1.0 - used) * size_blocks as f64) as i64;
-            self.add("node_filesystem_size_bytes", &l, Model::Const(size_blocks as f64 * 4096.0));
+            self.add(
+                "node_filesystem_size_bytes",
+                &l,
+                Model::Const(size_blocks as f64 * 4096.0),
+            );
             self.gauge("node_filesystem_free_bytes", &l, free, churn, 4096.0, 1.0);
-            self.gauge("node_filesystem_avail_bytes", &l, free - size_blocks as i64 / 20, churn, 4096.0, 1.0);
-            self.add("node_filesystem_files", &l, Model::Const((size_blocks / 4) as f64));
-            self.gauge("node_filesystem_files_free", &l, (size_blocks / 5) as i64, churn / 20.0, 1.0, 1.0);
+            self.gauge(
+                "node_filesystem_avail_bytes",
+                &l,
+                free - size_blocks as i64 / 20,
+                churn,
+                4096.0,
+                1.0,
+            );
+            self.add(
+                "node_filesystem_files",
+                &l,
+                Model::Const((size_blocks / 4) as f64),
+            );
+            self.gauge(
+                "node_filesystem_files_free",
+                &l,
+                (size_blocks / 5) as i64,
+                churn / 20.0,
+                1.0,
+                1.0,
+            );
             self.add("node_filesystem_readonly", &l, Model::Const(0.0));
             self.add("node_filesystem_device_error", &l, Model::Const(0.0));
         }
         // Network: bytes/s, mean packet size, drop rate, burstiness.
-        let ifaces = [("eth0", 6.0e6, 900.0, 0.02, 0.6, 1.25e9), ("ib0", 4.0e7, 4000.0, 0.0, 0.9, 2.5e10), ("lo", 6.0e4, 300.0, 0.0, 0.5, 0.0)];
+        let ifaces = [
+            ("eth0", 6.0e6, 900.0, 0.02, 0.6, 1.25e9),
+            ("ib0", 4.0e7, 4000.0, 0.0, 0.9, 2.5e10),
+            ("lo", 6.0e4, 300.0, 0.0, 0.5, 0.0),
+        ];
         for (dev, bytes, pkt, drops, burst, speed) in ifaces {
             let l = [("device", dev)];
             for (dir, share) in [("receive", 1.0), ("transmit", 0.45)] {
                 let rate = bytes * share;
-                self.counter(&format!("node_network_{dir}_bytes_total"), &l, (rate * UPTIME_S) as u64, rate, burst, 1.0);
-                self.counter(&format!("node_network_{dir}_packets_total"), &l, (rate / pkt * UPTIME_S) as u64, rate / pkt, burst, 1.0);
-                self.counter(&format!("node_network_{dir}_errs_total"), &l, 0, 0.0, 0.0, 1.0);
-                self.counter(&format!("node_network_{dir}_drop_total"), &l, (drops * UPTIME_S) as u64, drops, 1.0, 1.0);
+                self.counter(
+                    &format!("node_network_{dir}_bytes_total"),
+                    &l,
+                    (rate * UPTIME_S) as u64,
+                    rate,
+                    burst,
+                    1.0,
+                );
+                self.counter(
+                    &format!("node_network_{dir}_packets_total"),
+                    &l,
+                    (rate / pkt * UPTIME_S) as u64,
+                    rate / pkt,
+                    burst,
+                    1.0,
+                );
+                self.counter(
+                    &format!("node_network_{dir}_errs_total"),
+                    &l,
+                    0,
+                    0.0,
+                    0.0,
+                    1.0,
+                );
+                self.counter(
+                    &format!("node_network_{dir}_drop_total"),
+                    &l,
+                    (drops * UPTIME_S) as u64,
+                    drops,
+                    1.0,
+                    1.0,
+                );
             }
             self.add("node_network_up", &l, Model::Const(1.0));
-            self.add("node_network_mtu_bytes", &l, Model::Const(if dev == "lo" { 65536.0 } else { 1500.0 }));
+            self.add(
+                "node_network_mtu_bytes",
+                &l,
+                Model::Const(if dev == "lo" { 65536.0 } else { 1500.0 }),
+            );
             if speed > 0.0 {
                 self.add("node_network_speed_bytes", &l, Model::Const(speed));
             }
         }
         // Disks: ops/s, bytes/op, ms per op.
-        for (dev, reads, writes, busy) in [("nvme0n1", 40.0, 120.0, 0.05), ("nvme1n1", 900.0, 300.0, 0.3)] {
+        for (dev, reads, writes, busy) in [
+            ("nvme0n1", 40.0, 120.0, 0.05),
+            ("nvme1n1", 900.0, 300.0, 0.3),
+        ] {
             let l = [("device", dev)];
-            self.counter("node_disk_reads_completed_total", &l, (reads * UPTIME_S) as u64, reads, 0.7, 1.0);
-            self.counter("node_disk_writes_completed_total", &l, (writes * UPTIME_S) as u64, writes, 0.5, 1.0);
-            self.counter("node_disk_reads_merged_total", &l, (reads * 0.1 * UPTIME_S) as u64, reads * 0.1, 0.8, 1.0);
-            self.counter("node_disk_writes_merged_total", &l, (writes * 0.3 * UPTIME_S) as u64, writes * 0.3, 0.8, 1.0);
+            self.counter(
+                "node_disk_reads_completed_total",
+                &l,
+                (reads * UPTIME_S) as u64,
+                reads,
+                0.7,
+                1.0,
+            );
+            self.counter(
+                "node_disk_writes_completed_total",
+                &l,
+                (writes * UPTIME_S) as u64,
+                writes,
+                0.5,
+                1.0,
+            );
+            self.counter(
+                "node_disk_reads_merged_total",
+                &l,
+                (reads * 0.1 * UPTIME_S) as u64,
+                reads * 0.1,
+                0.8,
+                1.0,
+            );
+            self.counter(
+                "node_disk_writes_merged_total",
+                &l,
+                (writes * 0.3 * UPTIME_S) as u64,
+                writes * 0.3,
+                0.8,
+                1.0,
+            );
             // Bytes move in 512-byte sectors.
-            self.counter("node_disk_read_bytes_total", &l, (reads * 64.0 * UPTIME_S) as u64, reads * 64.0, 0.7, 1.0 / 512.0);
-            self.counter("node_disk_written_bytes_total", &l, (writes * 32.0 * UPTIME_S) as u64, writes * 32.0, 0.5, 1.0 / 512.0);
-            self.counter("node_disk_read_time_seconds_total", &l, (reads * 0.08 * UPTIME_S) as u64, reads * 0.08, 0.7, 1000.0);
-            self.counter("node_disk_write_time_seconds_total", &l, (writes * 0.03 * UPTIME_S) as u64, writes * 0.03, 0.5, 1000.0);
-            self.counter("node_disk_io_time_seconds_total", &l, (busy * 1000.0 * UPTIME_S) as u64, busy * 1000.0, 0.5, 1000.0);
-            self.counter("node_disk_io_time_weighted_seconds_total", &l, (busy * 1500.0 * UPTIME_S) as u64, busy * 1500.0, 0.6, 1000.0);
-            self.counter("node_disk_discarded_sectors_total", &l, 123_456, 0.0, 0.0, 1.0);
+            self.counter(
+                "node_disk_read_bytes_total",
+                &l,
+                (reads * 64.0 * UPTIME_S) as u64,
+                reads * 64.0,
+                0.7,
+                1.0 / 512.0,
+            );
+            self.counter(
+                "node_disk_written_bytes_total",
+                &l,
+                (writes * 32.0 * UPTIME_S) as u64,
+                writes * 32.0,
+                0.5,
+                1.0 / 512.0,
+            );
+            self.counter(
+                "node_disk_read_time_seconds_total",
+                &l,
+                (reads * 0.08 * UPTIME_S) as u64,
+                reads * 0.08,
+                0.7,
+                1000.0,
+            );
+            self.counter(
+                "node_disk_write_time_seconds_total",
+                &l,
+                (writes * 0.03 * UPTIME_S) as u64,
+                writes * 0.03,
+                0.5,
+                1000.0,
+            );
+            self.counter(
+                "node_disk_io_time_seconds_total",
+                &l,
+                (busy * 1000.0 * UPTIME_S) as u64,
+                busy * 1000.0,
+                0.5,
+                1000.0,
+            );
+            self.counter(
+                "node_disk_io_time_weighted_seconds_total",
+                &l,
+                (busy * 1500.0 * UPTIME_S) as u64,
+                busy * 1500.0,
+                0.6,
+                1000.0,
+            );
+            self.counter(
+                "node_disk_discarded_sectors_total",
+                &l,
+                123_456,
+                0.0,
+                0.0,
+                1.0,
+            );
             self.gauge("node_disk_io_now", &l, 0, 0.8, 1.0, 1.0);
         }
         // System.
@@ -425,46 +690,121 @@ impl Host {
         self.gauge("node_load15", &[], 390, 6.0, 1.0, 100.0);
         self.gauge("node_procs_running", &[], 4, 2.0, 1.0, 1.0);
         self.gauge("node_procs_blocked", &[], 0, 0.4, 1.0, 1.0);
-        self.counter("node_context_switches_total", &[], 81_234_567_890, 25_000.0, 0.3, 1.0);
+        self.counter(
+            "node_context_switches_total",
+            &[],
+            81_234_567_890,
+            25_000.0,
+            0.3,
+            1.0,
+        );
         self.counter("node_intr_total", &[], 45_678_901_234, 14_000.0, 0.3, 1.0);
         self.counter("node_forks_total", &[], 12_345_678, 6.0, 0.6, 1.0);
-        self.add("node_boot_time_seconds", &[], Model::Const(((START_MS / 1000) as f64 - UPTIME_S).floor()));
+        self.add(
+            "node_boot_time_seconds",
+            &[],
+            Model::Const(((START_MS / 1000) as f64 - UPTIME_S).floor()),
+        );
         self.add("node_time_seconds", &[], Model::WallClock);
         self.gauge("node_entropy_available_bits", &[], 256, 0.0, 1.0, 1.0);
         self.gauge("node_filefd_allocated", &[], 18_240, 40.0, 1.0, 1.0);
-        self.add("node_filefd_maximum", &[], Model::Const(9_223_372_036_854_775_807.0));
+        self.add(
+            "node_filefd_maximum",
+            &[],
+            Model::Const(9_223_372_036_854_775_807.0),
+        );
         self.gauge("node_sockstat_TCP_inuse", &[], 212, 4.0, 1.0, 1.0);
         self.gauge("node_sockstat_TCP_tw", &[], 95, 10.0, 1.0, 1.0);
         self.gauge("node_sockstat_sockets_used", &[], 1_490, 8.0, 1.0, 1.0);
         self.gauge("node_netstat_Tcp_CurrEstab", &[], 180, 3.0, 1.0, 1.0);
-        self.counter("node_netstat_Tcp_ActiveOpens", &[], 4_567_890, 1.5, 0.7, 1.0);
-        self.counter("node_netstat_Tcp_PassiveOpens", &[], 2_345_678, 0.8, 0.7, 1.0);
+        self.counter(
+            "node_netstat_Tcp_ActiveOpens",
+            &[],
+            4_567_890,
+            1.5,
+            0.7,
+            1.0,
+        );
+        self.counter(
+            "node_netstat_Tcp_PassiveOpens",
+            &[],
+            2_345_678,
+            0.8,
+            0.7,
+            1.0,
+        );
         self.counter("node_netstat_Tcp_RetransSegs", &[], 98_765, 0.05, 1.0, 1.0);
         self.counter("node_vmstat_pgfault", &[], 9_876_543_210, 3_000.0, 0.5, 1.0);
         self.counter("node_vmstat_pgmajfault", &[], 45_678, 0.02, 1.0, 1.0);
         self.counter("node_vmstat_pgpgin", &[], 1_234_567_890, 400.0, 0.7, 1.0);
         self.counter("node_vmstat_pgpgout", &[], 2_345_678_901, 700.0, 0.5, 1.0);
-        self.add("node_uname_info", &[("machine", "x86_64"), ("release", "6.8.0-49-generic"), ("sysname", "Linux")], Model::Const(1.0));
+        self.add(
+            "node_uname_info",
+            &[
+                ("machine", "x86_64"),
+                ("release", "6.8.0-49-generic"),
+                ("sysname", "Linux"),
+            ],
+            Model::Const(1.0),
+        );
         // hwmon: millidegrees Celsius, most sensors in whole degrees.
         for (chip, sensor, mean, step) in [
             ("platform_coretemp_0", "temp1", 52_000, 1000.0),
             ("platform_coretemp_0", "temp2", 49_000, 1000.0),
             ("platform_coretemp_1", "temp1", 54_000, 1000.0),
             ("platform_coretemp_1", "temp2", 51_000, 1000.0),
-            ("pci0000:00_0000:00:01_3_0000:01:00_0", "temp1", 41_850, 300.0),
-            ("pci0000:00_0000:00:01_3_0000:02:00_0", "temp1", 43_850, 300.0),
+            (
+                "pci0000:00_0000:00:01_3_0000:01:00_0",
+                "temp1",
+                41_850,
+                300.0,
+            ),
+            (
+                "pci0000:00_0000:00:01_3_0000:02:00_0",
+                "temp1",
+                43_850,
+                300.0,
+            ),
         ] {
-            self.gauge("node_hwmon_temp_celsius", &[("chip", chip), ("sensor", sensor)], mean, step, 1.0, 1000.0);
+            self.gauge(
+                "node_hwmon_temp_celsius",
+                &[("chip", chip), ("sensor", sensor)],
+                mean,
+                step,
+                1.0,
+                1000.0,
+            );
         }
         // GPUs (NVML units): °C, mW, %, MiB, mJ.
         for gpu in 0..4 {
             let g = gpu.to_string();
             let l = [("gpu", g.as_str()), ("model", "NVIDIA H100 80GB HBM3")];
             self.gauge("dcmon_gpu_temperature_celsius", &l, 61 + gpu, 1.0, 1.0, 1.0);
-            self.gauge("dcmon_gpu_power_watts", &l, 512_000 + gpu * 9_000, 25_000.0, 1.0, 1000.0);
+            self.gauge(
+                "dcmon_gpu_power_watts",
+                &l,
+                512_000 + gpu * 9_000,
+                25_000.0,
+                1.0,
+                1000.0,
+            );
             self.gauge("dcmon_gpu_utilization_ratio", &l, 87, 6.0, 1.0, 100.0);
-            self.gauge("dcmon_gpu_memory_used_bytes", &l, 71_234, 300.0, 1_048_576.0, 1.0);
-            self.counter("dcmon_gpu_energy_joules_total", &l, 912_345_678_901, 510_000.0, 0.05, 1000.0);
+            self.gauge(
+                "dcmon_gpu_memory_used_bytes",
+                &l,
+                71_234,
+                300.0,
+                1_048_576.0,
+                1.0,
+            );
+            self.counter(
+                "dcmon_gpu_energy_joules_total",
+                &l,
+                912_345_678_901,
+                510_000.0,
+                0.05,
+                1000.0,
+            );
         }
     }
 
@@ -478,25 +818,49 @@ impl Host {
             .map(|s| {
                 let value = match &mut s.model {
                     Model::Const(v) => *v,
-                    Model::Counter { units, rate, mean, burst, div } => {
+                    Model::Counter {
+                        units,
+                        rate,
+                        mean,
+                        burst,
+                        div,
+                    } => {
                         // The rate wanders (mean-reverting), and each interval's
                         // increment is noisy on top of it.
-                        *rate = (*rate + 0.3 * (*mean - *rate) + *burst * 0.3 * *mean * rng.normal()).max(0.0);
+                        *rate =
+                            (*rate + 0.3 * (*mean - *rate) + *burst * 0.3 * *mean * rng.normal())
+                                .max(0.0);
                         *units += rng.count(*rate * dt);
                         *units as f64 / *div
                     }
-                    Model::Gauge { units, mean, step, mul, div } => {
+                    Model::Gauge {
+                        units,
+                        mean,
+                        step,
+                        mul,
+                        div,
+                    } => {
                         let pull = 0.1 * (*mean - *units) as f64;
-                        *units = (*units as f64 + pull + *step * rng.normal()).round().max(0.0) as i64;
+                        *units = (*units as f64 + pull + *step * rng.normal())
+                            .round()
+                            .max(0.0) as i64;
                         *units as f64 * *mul / *div
                     }
                     // Go's float64(t.UnixNano()) / 1e9, with some scheduling jitter.
-                    Model::WallClock => (timestamp_ms * 1_000_000 + (rng.unit() * 3e6) as i64) as f64 / 1e9,
+                    Model::WallClock => {
+                        (timestamp_ms * 1_000_000 + (rng.unit() * 3e6) as i64) as f64 / 1e9
+                    }
                 };
-                MetricSample { labels: s.labels.clone(), value }
+                MetricSample {
+                    labels: s.labels.clone(),
+                    value,
+                }
             })
             .collect();
         self.now_ms += INTERVAL_MS;
-        Scrape { timestamp_ms, samples }
+        Scrape {
+            timestamp_ms,
+            samples,
+        }
     }
 }

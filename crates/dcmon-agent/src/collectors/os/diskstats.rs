@@ -98,15 +98,10 @@ fn is_nvme_partition_stem(stem: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::render;
+    use super::super::tests::check_parse;
 
     fn check(input: &str, expect: &str) {
-        let mut out = Vec::new();
-        let got = match super::parse(input, &mut out) {
-            Ok(()) => render(&out),
-            Err(e) => format!("error: {e}"),
-        };
-        assert_eq!(got, expect);
+        check_parse(super::parse, input, expect);
     }
 
     #[test]

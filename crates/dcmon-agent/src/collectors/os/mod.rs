@@ -348,6 +348,20 @@ mod tests {
     use std::fmt::Write as _;
 
     /// One line per sample, `name{labels} value`, in emission order.
+    /// Runs a parser on `input`; its rendered samples (or its error) must equal `expect`.
+    pub(super) fn check_parse(
+        parse: impl FnOnce(&str, &mut Vec<MetricSample>) -> Result<(), String>,
+        input: &str,
+        expect: &str,
+    ) {
+        let mut out = Vec::new();
+        let got = match parse(input, &mut out) {
+            Ok(()) => render(&out),
+            Err(e) => format!("error: {e}"),
+        };
+        assert_eq!(got, expect);
+    }
+
     pub(super) fn render(samples: &[MetricSample]) -> String {
         let mut s = String::new();
         for m in samples {

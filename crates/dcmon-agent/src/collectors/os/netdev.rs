@@ -49,18 +49,18 @@ pub(super) fn parse(
 #[cfg(test)]
 mod tests {
     use super::super::NameFilter;
-    use super::super::tests::render;
+    use super::super::tests::check_parse;
 
     const HEADER: &str = "Inter-|   Receive                                                |  Transmit\n face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed\n";
 
     fn check(input: &str, expect: &str) {
-        let mut out = Vec::new();
         let exclude = NameFilter::new(&["lo".into(), "veth*".into()]);
-        let got = match super::parse(&format!("{HEADER}{input}"), &exclude, &mut out) {
-            Ok(()) => render(&out),
-            Err(e) => format!("error: {e}"),
-        };
-        assert_eq!(got, expect);
+        let input = format!("{HEADER}{input}");
+        check_parse(
+            |text, out| super::parse(text, &exclude, out),
+            &input,
+            expect,
+        );
     }
 
     #[test]

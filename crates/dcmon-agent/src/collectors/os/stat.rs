@@ -49,15 +49,10 @@ pub(super) fn parse(text: &str, out: &mut Vec<MetricSample>) -> Result<(), Strin
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::render;
+    use super::super::tests::check_parse;
 
     fn check(input: &str, expect: &str) {
-        let mut out = Vec::new();
-        let got = match super::parse(input, &mut out) {
-            Ok(()) => render(&out),
-            Err(e) => format!("error: {e}"),
-        };
-        assert_eq!(got, expect);
+        check_parse(super::parse, input, expect);
     }
 
     #[test]
