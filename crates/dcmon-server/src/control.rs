@@ -147,8 +147,16 @@ fn hash_token(token: &str) -> String {
 impl ControlDb {
     /// Opens (creating and migrating as needed) the control store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(data_dir)
-            .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+        if !data_dir.exists() {
+            std::fs::create_dir_all(data_dir)
+                .with_context(|| format!("creating data dir {}", data_dir.display()))?;
+            // Hashes, agent keys and the audit log are nobody else's business.
+            std::fs::set_permissions(
+                data_dir,
+                std::os::unix::fs::PermissionsExt::from_mode(0o700),
+            )
+            .with_context(|| format!("restricting data dir {}", data_dir.display()))?;
+        }
         let path = data_dir.join(FILE_NAME);
         let mut conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;

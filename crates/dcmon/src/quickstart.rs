@@ -36,8 +36,15 @@ fn default_data_dir() -> PathBuf {
 
 pub fn run(args: QuickstartArgs) -> Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    std::fs::create_dir_all(&data_dir)
-        .with_context(|| format!("creating {}", data_dir.display()))?;
+    if !data_dir.exists() {
+        std::fs::create_dir_all(&data_dir)
+            .with_context(|| format!("creating {}", data_dir.display()))?;
+        std::fs::set_permissions(
+            &data_dir,
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .with_context(|| format!("restricting {}", data_dir.display()))?;
+    }
     let data_dir = data_dir.canonicalize()?;
     let config_path = data_dir.join("server.yaml");
     let config = if config_path.exists() {
@@ -101,6 +108,8 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         let url = config.public_url();
         let fp = &server.fingerprint;
         let dir = data_dir.display();
+        let cert = dcmon_server::tls::generated_paths(&config.data_dir).0;
+        let cert = cert.display();
         let login = match (&password, &viewer_token) {
             (Some(pw), Some(tok)) => format!(
                 "  Admin login:              admin / {pw}   (shown once: keep it)\n  \
@@ -116,7 +125,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
              Certificate fingerprint:  {fp}\n\
              {login}\n\
              Query it:\n  \
-             curl -k -H 'Authorization: Bearer <token>' '{url}/api/v1/query?query=node_load1'\n\
+             curl --cacert {cert} -H 'Authorization: Bearer <token>' '{url}/api/v1/query?query=node_load1'\n\
              Add another machine (token valid 24h, 10 machines):\n  \
              dcmon-agent register --server {url} --fingerprint {fp} --token {join_token}\n\
              More tokens: dcmon token create --data-dir {dir} --role viewer\n\

@@ -455,6 +455,9 @@ fn quickstart_runs_server_and_agent_and_reuses_its_data_dir() {
         "{banner}"
     );
     assert!(banner.contains("dcmon-agent register --server"), "{banner}");
+    let mode =
+        std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&data).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o700, "the data dir is private");
     let http = PinnedHttp::new(&fingerprint);
     let base = format!("https://127.0.0.1:{port}");
     wait_for_series(
