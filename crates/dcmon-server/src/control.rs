@@ -126,6 +126,17 @@ pub struct ControlDb {
     conn: Mutex<Connection>,
 }
 
+/// Creates `dir` with mode 0700 when it does not exist (hashes, agent keys and the audit
+/// log are nobody else's business); an existing directory keeps its mode.
+pub fn create_private_dir(dir: &Path) -> Result<()> {
+    if dir.exists() {
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating data dir {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("restricting data dir {}", dir.display()))
+}
+
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -147,16 +158,7 @@ fn hash_token(token: &str) -> String {
 impl ControlDb {
     /// Opens (creating and migrating as needed) the control store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self> {
-        if !data_dir.exists() {
-            std::fs::create_dir_all(data_dir)
-                .with_context(|| format!("creating data dir {}", data_dir.display()))?;
-            // Hashes, agent keys and the audit log are nobody else's business.
-            std::fs::set_permissions(
-                data_dir,
-                std::os::unix::fs::PermissionsExt::from_mode(0o700),
-            )
-            .with_context(|| format!("restricting data dir {}", data_dir.display()))?;
-        }
+        create_private_dir(data_dir)?;
         let path = data_dir.join(FILE_NAME);
         let mut conn =
             Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;

@@ -139,12 +139,13 @@ pub async fn push(
     let tsdb = state.tsdb.clone();
     let (new_ids, stored) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let new_ids = tsdb.resolve(&new_labels).map_err(ApiError::internal)?;
+        // Session indices run over the known series, then this batch's new ones.
         let lookup = |i: u32| -> Option<SeriesId> {
             let i = i as usize;
-            known
-                .get(i)
-                .or_else(|| new_ids.get(i - known.len().min(i)))
-                .copied()
+            match i.checked_sub(known.len()) {
+                None => known.get(i).copied(),
+                Some(j) => new_ids.get(j).copied(),
+            }
         };
         let mut samples = Vec::new();
         for (ts, values) in &frames {

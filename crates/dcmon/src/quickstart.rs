@@ -36,15 +36,7 @@ fn default_data_dir() -> PathBuf {
 
 pub fn run(args: QuickstartArgs) -> Result<()> {
     let data_dir = args.data_dir.unwrap_or_else(default_data_dir);
-    if !data_dir.exists() {
-        std::fs::create_dir_all(&data_dir)
-            .with_context(|| format!("creating {}", data_dir.display()))?;
-        std::fs::set_permissions(
-            &data_dir,
-            std::os::unix::fs::PermissionsExt::from_mode(0o700),
-        )
-        .with_context(|| format!("restricting {}", data_dir.display()))?;
-    }
+    dcmon_server::control::create_private_dir(&data_dir)?;
     let data_dir = data_dir.canonicalize()?;
     let config_path = data_dir.join("server.yaml");
     let config = if config_path.exists() {
