@@ -209,6 +209,17 @@ fn form_encode(s: &str) -> String {
         .collect()
 }
 
+/// The `--fingerprint` and `--token` of the `dcmon-agent register ...` line `dcmon` printed.
+fn join_command(output: &str) -> (String, String) {
+    let line = output
+        .lines()
+        .find(|l| l.trim_start().starts_with("dcmon-agent register"))
+        .unwrap_or_else(|| panic!("no join command in:\n{output}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let arg = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1].to_owned();
+    (arg("--fingerprint"), arg("--token"))
+}
+
 fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
@@ -255,13 +266,7 @@ fn agent_registers_with_token_and_its_samples_are_queryable_within_one_interval(
         );
         std::thread::sleep(Duration::from_millis(100));
     };
-    let line = join
-        .lines()
-        .find(|l| l.trim_start().starts_with("dcmon-agent register"))
-        .expect(&join);
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let arg = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1].to_owned();
-    let (fingerprint, token) = (arg("--fingerprint"), arg("--token"));
+    let (fingerprint, token) = join_command(&join);
     assert!(fingerprint.starts_with("SHA256:"));
 
     let http = PinnedHttp::new(&fingerprint);
@@ -401,6 +406,114 @@ fn server_fails_closed_without_a_certificate_and_names_config_errors() {
     assert!(
         err.contains("server.yaml:2:1: unknown field `listen_addr`"),
         "{err}"
+    );
+}
+
+#[test]
+fn garbage_flags_get_clear_errors_not_panics() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let agent_cfg = dir.path().join("agent.yaml");
+    let fails = |program: PathBuf, args: &[&str], expect: &str| {
+        let out = Command::new(&program)
+            .env("DCMON_AGENT_STATE_DIR", dir.path().join("state"))
+            .args(args)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(
+                if err.contains("error: invalid value") || err.contains("error: unexpected") {
+                    2
+                } else {
+                    1
+                }
+            ),
+            "{args:?}: {err}"
+        );
+        assert!(err.contains(expect), "{args:?}: {expect:?} not in:\n{err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    };
+    fails(
+        dcmon(),
+        &["server", "--data-dir", &data, "--set", "nonsense"],
+        "--set \"nonsense\": expected KEY=VALUE",
+    );
+    fails(
+        dcmon(),
+        &["server", "--data-dir", &data, "--set", "agents.colour=blue"],
+        "unknown setting \"agents.colour\"; valid keys here: approval, max_clock_skew",
+    );
+    fails(
+        dcmon(),
+        &["server", "--data-dir", &data, "--listen", "not-an-address"],
+        "--listen: listen=\"not-an-address\"",
+    );
+    fails(
+        dcmon(),
+        &["server", "--data-dir", &data, "--log-level", "[[["],
+        "log.level",
+    );
+    fails(
+        dcmon(),
+        &["enroll", "create", "--data-dir", &data, "--ttl", "soon"],
+        "invalid value 'soon' for '--ttl",
+    );
+    fails(
+        dcmon(),
+        &["enroll", "create", "--data-dir", &data, "--uses", "0"],
+        "--uses must be at least 1",
+    );
+    fails(
+        dcmon(),
+        &["token", "create", "--data-dir", &data, "--role", "root"],
+        "invalid value 'root' for '--role",
+    );
+    fails(
+        dcmon(),
+        &["agents", "revoke", "nobody", "--data-dir", &data],
+        "no agent with id or host \"nobody\"",
+    );
+    let cfg = agent_cfg.to_str().unwrap();
+    fails(
+        dcmon_agent(),
+        &[
+            "--config",
+            cfg,
+            "register",
+            "--server",
+            "http://x:1",
+            "--token",
+            "t",
+            "--yes",
+        ],
+        "must be an https:// URL",
+    );
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "run"],
+        "this agent is not registered",
+    );
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "run", "--interval", "10ms"],
+        "interval: must be at least 1s",
+    );
+    write(
+        &agent_cfg,
+        "interval: 30s\ncollectors:\n  disabled: [gpu0]\n",
+    );
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "collect", "--once"],
+        "collectors.disabled: unknown collector \"gpu0\"; known: os",
+    );
+    write(&agent_cfg, "server: [1, 2]\n");
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "collect", "--once"],
+        "agent.yaml:1:",
     );
 }
 
@@ -580,14 +693,7 @@ fn sighup_reloads_the_config_and_an_invalid_one_keeps_the_running_settings() {
     let enroll = stdout(&run(
         Command::new(dcmon()).args(["enroll", "create", "--config", cfg, "--uses", "2"])
     ));
-    let line = enroll
-        .lines()
-        .find(|l| l.trim_start().starts_with("dcmon-agent register"))
-        .unwrap()
-        .to_owned();
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let arg = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1].to_owned();
-    let (fingerprint, token) = (arg("--fingerprint"), arg("--token"));
+    let (fingerprint, token) = join_command(&enroll);
     let http = PinnedHttp::new(&fingerprint);
     wait_healthy(&http, &base, &server);
     let hup = |server: &Proc| {

@@ -513,3 +513,92 @@ async fn reregistering_a_machine_keeps_its_host_and_history() {
     assert_eq!(series.len(), 1, "{v}");
     assert_eq!(series[0]["metric"]["host"], "gpu7");
 }
+
+#[tokio::test]
+async fn garbage_registration_bodies_get_clear_errors() {
+    let mut h = Harness::new(Approval::Auto);
+    let key = SigningKey::from_bytes(&[1; 32]);
+    for (body, expect) in [
+        (&b"not json"[..], "registration body: expected ident"),
+        (&b"{\"token\":\"x\"}"[..], "registration body: missing field `public_key`"),
+        (&b"{\"token\":\"x\",\"public_key\":\"k\",\"hostname\":\"h\",\"machine_id\":\"m\",\"agent_version\":\"v\",\"extra\":1}"[..], "unknown field `extra`"),
+        (&b"{\"token\":\"x\",\"public_key\":\"k\",\"hostname\":\"\",\"machine_id\":\"m\",\"agent_version\":\"v\"}"[..], "hostname: must be 1 to 253 printable characters"),
+        (&b"{\"token\":\"x\",\"public_key\":\"rsa:AAAA\",\"hostname\":\"h\",\"machine_id\":\"m\",\"agent_version\":\"v\"}"[..], "public_key: public key is malformed"),
+    ] {
+        let req = h.signed(PATH_REGISTER, None, &key, T0, body, body);
+        let (s, v) = h.send(req).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+        assert!(v["message"].as_str().unwrap().contains(expect), "{expect:?} not in {v}");
+    }
+}
+
+#[tokio::test]
+async fn garbage_prometheus_parameters_get_prometheus_errors() {
+    let h = Harness::new(Approval::Auto);
+    let token = h.token(Role::Viewer);
+    for (path, expect) in [
+        ("/api/v1/query", "invalid parameter \"query\": missing"),
+        (
+            "/api/v1/query?query=up&time=yesterday",
+            "invalid parameter \"time\": cannot parse \"yesterday\"",
+        ),
+        (
+            "/api/v1/query?query=rate(up[5m]",
+            "invalid parameter \"query\"",
+        ),
+        (
+            "/api/v1/query?query=%7B%7D",
+            "at least one non-empty matcher",
+        ),
+        (
+            "/api/v1/query?query=up%7Bhost%3D~%22(%22%7D",
+            "illegal regex for (",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=x&end=2&step=1",
+            "invalid parameter \"start\"",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=1&end=2",
+            "invalid parameter \"step\": missing",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=1&end=2&step=0",
+            "zero or negative query resolution step",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=1&end=2&step=fast",
+            "invalid parameter \"step\": cannot parse",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=3&end=2&step=1",
+            "end timestamp must not be before start time",
+        ),
+        (
+            "/api/v1/query_range?query=up&start=0&end=1000000&step=1",
+            "exceeded maximum resolution",
+        ),
+        (
+            "/api/v1/query_range?query=up%5B5m%5D&start=1&end=2&step=1",
+            "must be Scalar or instant Vector",
+        ),
+        ("/api/v1/series", "no match[] parameter provided"),
+        ("/api/v1/series?match[]=sum(up)", "is not a series selector"),
+        (
+            "/api/v1/label/host/values?match[]=%7B",
+            "invalid parameter \"query\"",
+        ),
+    ] {
+        let req = Request::get(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let (s, v) = h.send(req).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert_eq!(v["errorType"], "bad_data", "{path}: {v}");
+        assert!(
+            v["error"].as_str().unwrap().contains(expect),
+            "{path}: {expect:?} not in {v}"
+        );
+    }
+}
