@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// Samples more than this far ahead of the server clock are refused.
-const MAX_FUTURE_MS: i64 = 10 * 60 * 1000;
+pub(crate) const MAX_FUTURE_MS: i64 = 10 * 60 * 1000;
 
 /// The codec state of one agent's current session.
 struct Session {

@@ -31,6 +31,8 @@ pub struct AppState {
     pub tsdb: Arc<Tsdb>,
     pub nonces: Arc<NonceCache>,
     pub sessions: Arc<Sessions>,
+    /// remote_write senders' series, by their encoded labels.
+    pub remote_series: Arc<crate::api::SeriesCache>,
     pub clock: Arc<dyn Clock>,
     /// Server start time; signatures older than this are refused (see `auth::check_clock`).
     pub boot_ms: i64,
@@ -55,6 +57,7 @@ impl AppState {
             tsdb: Arc::new(tsdb),
             nonces: Arc::new(NonceCache::default()),
             sessions: Arc::new(Sessions::default()),
+            remote_series: Arc::default(),
             clock,
             boot_ms,
             last_seen: Arc::new(Mutex::new(HashMap::new())),

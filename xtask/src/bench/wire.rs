@@ -213,42 +213,11 @@ fn gzip_json(scrapes: &[Scrape]) -> usize {
     gz.finish().expect("writing to a Vec cannot fail").len()
 }
 
-/// Prometheus remote_write 1.0: `prometheus.WriteRequest` (prompb/remote.proto,
-/// types.proto), snappy block format.
+/// Prometheus remote_write 1.0 bodies of the same samples.
 mod remote_write {
     use dcmon_wire::Scrape;
-    use prost::Message;
+    use dcmon_wire::remote_write::{Label, Sample, TimeSeries, WriteRequest};
     use std::collections::BTreeMap;
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct WriteRequest {
-        #[prost(message, repeated, tag = "1")]
-        pub timeseries: Vec<TimeSeries>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct TimeSeries {
-        #[prost(message, repeated, tag = "1")]
-        pub labels: Vec<Label>,
-        #[prost(message, repeated, tag = "2")]
-        pub samples: Vec<Sample>,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Label {
-        #[prost(string, tag = "1")]
-        pub name: String,
-        #[prost(string, tag = "2")]
-        pub value: String,
-    }
-
-    #[derive(Clone, PartialEq, prost::Message)]
-    pub struct Sample {
-        #[prost(double, tag = "1")]
-        pub value: f64,
-        #[prost(int64, tag = "2")]
-        pub timestamp: i64,
-    }
 
     /// One time series per series with all its samples, as Prometheus sends a shard.
     pub fn encode(scrapes: &[Scrape]) -> Vec<u8> {
@@ -277,9 +246,7 @@ mod remote_write {
                 })
                 .collect(),
         };
-        snap::raw::Encoder::new()
-            .compress_vec(&req.encode_to_vec())
-            .expect("snappy accepts any input below 4 GiB")
+        dcmon_wire::remote_write::encode(&req)
     }
 }
 

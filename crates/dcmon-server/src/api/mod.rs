@@ -5,6 +5,9 @@
 
 mod agent;
 mod prom;
+mod remote_write;
+
+pub use remote_write::SeriesCache;
 
 use crate::auth::{Role, require_role};
 use crate::state::AppState;
@@ -91,12 +94,18 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/series", get(prom::series).post(prom::series))
         .route("/api/v1/labels", get(prom::labels).post(prom::labels))
         .route("/api/v1/label/{name}/values", get(prom::label_values))
+        .route("/api/v1/write", post(remote_write::write))
         .route("/api/v1/status/buildinfo", get(prom::buildinfo))
         .route("/api/agents", get(agents_list))
         .route("/api/stats", get(stats))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
+}
+
+/// A storage failure as an answer: limits the client can act on are theirs, the rest ours.
+pub(crate) fn tsdb_error(e: dcmon_tsdb::TsdbError) -> ApiError {
+    ApiError::internal(e)
 }
 
 async fn healthz() -> Json<serde_json::Value> {

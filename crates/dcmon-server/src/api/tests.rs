@@ -602,3 +602,139 @@ async fn garbage_prometheus_parameters_get_prometheus_errors() {
         );
     }
 }
+
+mod remote_write {
+    use super::*;
+    use dcmon_wire::remote_write::{Label, Sample, TimeSeries, WriteRequest, encode};
+
+    fn series(name: &str, labels: &[(&str, &str)], samples: &[(i64, f64)]) -> TimeSeries {
+        let mut l = vec![Label {
+            name: "__name__".into(),
+            value: name.into(),
+        }];
+        l.extend(labels.iter().map(|(n, v)| Label {
+            name: (*n).into(),
+            value: (*v).into(),
+        }));
+        TimeSeries {
+            labels: l,
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| Sample { value, timestamp })
+                .collect(),
+        }
+    }
+
+    async fn write(h: &Harness, token: Option<&str>, body: Vec<u8>) -> (StatusCode, Value) {
+        let mut b = Request::post("/api/v1/write")
+            .header("content-encoding", "snappy")
+            .header("content-type", "application/x-protobuf");
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        h.send(b.body(Body::from(body)).unwrap()).await
+    }
+
+    fn stored_samples(h: &Harness) -> u64 {
+        h.state.tsdb.stats().unwrap().samples
+    }
+
+    #[tokio::test]
+    async fn needs_an_operator_token() {
+        let h = Harness::new(Approval::Auto);
+        let body = encode(&WriteRequest {
+            timeseries: vec![series("up", &[("job", "a")], &[(T0, 1.0)])],
+        });
+        assert_eq!(
+            write(&h, None, body.clone()).await.0,
+            StatusCode::UNAUTHORIZED
+        );
+        let viewer = h.token(Role::Viewer);
+        assert_eq!(
+            write(&h, Some(&viewer), body.clone()).await.0,
+            StatusCode::FORBIDDEN
+        );
+        let op = h.token(Role::Operator);
+        assert_eq!(write(&h, Some(&op), body).await.0, StatusCode::NO_CONTENT);
+        let (s, v) = h.query(Some(&viewer), "up").await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        assert_eq!(v["data"]["result"][0]["metric"]["job"], "a");
+        assert_eq!(v["data"]["result"][0]["value"][1], "1");
+    }
+
+    #[tokio::test]
+    async fn a_second_request_reuses_known_series_and_label_order_does_not_matter() {
+        let h = Harness::new(Approval::Auto);
+        let op = h.token(Role::Operator);
+        let first = encode(&WriteRequest {
+            timeseries: vec![series("m", &[("a", "1"), ("b", "2")], &[(T0 - 2000, 1.0)])],
+        });
+        assert_eq!(write(&h, Some(&op), first).await.0, StatusCode::NO_CONTENT);
+        let mut reordered = series("m", &[("b", "2"), ("a", "1")], &[(T0 - 1000, 2.0)]);
+        reordered.labels.reverse();
+        let again = series("m", &[("a", "1"), ("b", "2")], &[(T0, 3.0)]);
+        let body = encode(&WriteRequest {
+            timeseries: vec![reordered, again],
+        });
+        assert_eq!(write(&h, Some(&op), body).await.0, StatusCode::NO_CONTENT);
+        assert_eq!(h.state.tsdb.stats().unwrap().series, 1);
+        assert_eq!(stored_samples(&h), 3);
+    }
+
+    #[tokio::test]
+    async fn malformed_requests_get_400_with_the_reason_and_store_nothing() {
+        let h = Harness::new(Approval::Auto);
+        let op = h.token(Role::Operator);
+        let good = series("ok", &[], &[(T0, 1.0)]);
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"plain text".to_vec(), "snappy"),
+            (
+                snap::raw::Encoder::new()
+                    .compress_vec(&[0x0a, 0x09, 0x01])
+                    .unwrap(),
+                "malformed protobuf",
+            ),
+            (
+                encode(&WriteRequest {
+                    timeseries: vec![good.clone(), series("bad-name", &[], &[(T0, 1.0)])],
+                }),
+                "time series #1",
+            ),
+            (
+                encode(&WriteRequest {
+                    timeseries: vec![good.clone(), series("x", &[("0bad", "v")], &[(T0, 1.0)])],
+                }),
+                "label name \"0bad\" is not valid",
+            ),
+            (
+                encode(&WriteRequest {
+                    timeseries: vec![good.clone(), series("x", &[], &[(T0 + 3_600_000, 1.0)])],
+                }),
+                "ahead of the server clock",
+            ),
+        ];
+        for (body, reason) in cases {
+            let (s, v) = write(&h, Some(&op), body).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+            let msg = v["message"].as_str().unwrap_or_default();
+            assert!(msg.contains(reason), "{msg:?} should contain {reason:?}");
+            assert!(msg.contains("nothing of it was stored"), "{msg}");
+        }
+        assert_eq!(stored_samples(&h), 0);
+        assert_eq!(h.state.tsdb.stats().unwrap().series, 0);
+    }
+
+    #[tokio::test]
+    async fn a_foreign_content_encoding_is_refused() {
+        let h = Harness::new(Approval::Auto);
+        let op = h.token(Role::Operator);
+        let req = Request::post("/api/v1/write")
+            .header("content-encoding", "gzip")
+            .header("authorization", format!("Bearer {op}"))
+            .body(Body::from(vec![1, 2, 3]))
+            .unwrap();
+        let (s, v) = h.send(req).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert!(v["message"].as_str().unwrap().contains("gzip"), "{v}");
+    }
+}
