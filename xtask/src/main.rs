@@ -154,9 +154,9 @@ fn fuzz(args: &[String]) -> Result<()> {
             .parse::<u64>()?,
         None => 60,
     };
-    let crate_dir = ["dcmon-wire"]
-        .iter()
-        .map(|c| root().join("crates").join(c).join("fuzz"))
+    let crate_dir = std::fs::read_dir(root().join("crates"))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path().join("fuzz"))
         .find(|d| d.join("fuzz_targets").join(format!("{target}.rs")).exists())
         .with_context(|| format!("no fuzz target named {target:?}"))?;
     let mut c = Command::new("cargo");
