@@ -4,6 +4,8 @@
 //!   binaries the end-to-end tests start, runs the whole suite. `.ci/run` calls this.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 //! - `bench wire`: bytes per sample of dcmon batches beside remote_write and gzip JSON.
+//! - `bench tsdb`: fleet-shaped remote_write load against dcmon, Prometheus and
+//!   VictoriaMetrics in one run (ingest rate, CPU, RSS, disk, query latency, ratios).
 //! - `fuzz <target> [--seconds N]`: a time-bounded `cargo fuzz` run (needs nightly).
 
 mod bench;
@@ -13,7 +15,13 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Debian packages the test suite starts as real peers (see shared TESTING.md).
-const SYSTEM_PACKAGES: &[&str] = &["ca-certificates", "procps", "prometheus"];
+const SYSTEM_PACKAGES: &[&str] = &[
+    "ca-certificates",
+    "procps",
+    "prometheus",
+    "openipmi",
+    "ipmitool",
+];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,7 +35,9 @@ fn main() -> Result<()> {
         "bench" => bench::run(rest),
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
-            println!("usage: cargo xtask <test|ci|bench wire|fuzz TARGET [--seconds N]>");
+            println!(
+                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|fuzz TARGET [--seconds N]>"
+            );
             Ok(())
         }
         other => bail!("unknown task {other:?}; try `cargo xtask help`"),

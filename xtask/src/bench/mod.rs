@@ -1,5 +1,7 @@
 //! Benchmarks: each prints a table, with peers measured in the same run where one exists.
 
+mod rng;
+mod tsdb;
 mod wire;
 
 use anyhow::{Result, bail};
@@ -7,7 +9,8 @@ use anyhow::{Result, bail};
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
         Some("wire") => wire::run(&args[1..]),
-        Some(other) => bail!("unknown benchmark {other:?}; available: wire"),
-        None => bail!("usage: cargo xtask bench <wire>"),
+        Some("tsdb") => tsdb::run(&args[1..]),
+        Some(other) => bail!("unknown benchmark {other:?}; available: wire, tsdb"),
+        None => bail!("usage: cargo xtask bench <wire|tsdb> [flags]"),
     }
 }
