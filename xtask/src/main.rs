@@ -21,6 +21,7 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "prometheus",
     "openipmi",
     "ipmitool",
+    "freeipmi-tools",
 ];
 
 fn main() -> Result<()> {

@@ -20,6 +20,8 @@ pub struct ServerConfig {
     pub tls: TlsConfig,
     pub agents: AgentsConfig,
     pub retention: RetentionConfig,
+    pub storage: StorageConfig,
+    pub limits: LimitsConfig,
     pub log: LogConfig,
 }
 
@@ -57,9 +59,34 @@ pub enum Approval {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionConfig {
-    /// Raw samples older than this are deleted.
+    /// Raw samples older than this are deleted (their 5-minute and 1-hour rollups stay).
     #[serde(with = "humantime_serde")]
     pub raw: Duration,
+    /// 5-minute rollups (min, max, sum, count, last) older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub rollup_5m: Duration,
+    /// 1-hour rollups older than this are deleted.
+    #[serde(with = "humantime_serde")]
+    pub rollup_1h: Duration,
+}
+
+/// The time-series store.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// How far behind a series' newest sample a late sample is still stored; older ones
+    /// are rejected (counted as `dcmon_tsdb_samples_rejected_total{reason="too_old"}`).
+    #[serde(with = "humantime_serde")]
+    pub out_of_order_window: Duration,
+}
+
+/// Guards against runaway cardinality.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Most series one `host` label value may have; new series past it are refused (422).
+    /// 0: no limit.
+    pub max_series_per_host: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +114,8 @@ impl Default for ServerConfig {
             tls: TlsConfig::default(),
             agents: AgentsConfig::default(),
             retention: RetentionConfig::default(),
+            storage: StorageConfig::default(),
+            limits: LimitsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -105,6 +134,24 @@ impl Default for RetentionConfig {
     fn default() -> Self {
         Self {
             raw: Duration::from_secs(7 * 24 * 3600),
+            rollup_5m: Duration::from_secs(90 * 24 * 3600),
+            rollup_1h: Duration::from_secs(730 * 24 * 3600),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            out_of_order_window: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_series_per_host: 10_000,
         }
     }
 }
@@ -128,6 +175,16 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
     ("DCMON_AGENTS_APPROVAL", "agents.approval"),
     ("DCMON_AGENTS_MAX_CLOCK_SKEW", "agents.max_clock_skew"),
     ("DCMON_RETENTION_RAW", "retention.raw"),
+    ("DCMON_RETENTION_ROLLUP_5M", "retention.rollup_5m"),
+    ("DCMON_RETENTION_ROLLUP_1H", "retention.rollup_1h"),
+    (
+        "DCMON_STORAGE_OUT_OF_ORDER_WINDOW",
+        "storage.out_of_order_window",
+    ),
+    (
+        "DCMON_LIMITS_MAX_SERIES_PER_HOST",
+        "limits.max_series_per_host",
+    ),
     ("DCMON_LOG_LEVEL", "log.level"),
     ("DCMON_LOG_FORMAT", "log.format"),
 ];
@@ -230,6 +287,18 @@ impl ServerConfig {
         if self.retention.raw < Duration::from_secs(3600) {
             p.push("retention.raw: must be at least 1h".to_owned());
         }
+        if self.retention.rollup_5m < self.retention.raw {
+            p.push("retention.rollup_5m: must be at least retention.raw".to_owned());
+        }
+        if self.retention.rollup_1h < self.retention.rollup_5m {
+            p.push("retention.rollup_1h: must be at least retention.rollup_5m".to_owned());
+        }
+        if self.storage.out_of_order_window >= self.retention.raw {
+            p.push(
+                "storage.out_of_order_window: must be shorter than retention.raw (late samples must land in raw data)"
+                    .to_owned(),
+            );
+        }
         if self.log.level.trim().is_empty() {
             p.push("log.level: must not be empty (e.g. info)".to_owned());
         }
@@ -250,6 +319,19 @@ impl ServerConfig {
                 };
                 format!("https://{host}:{}", self.listen.port())
             }
+        }
+    }
+
+    /// The store's tunables from this configuration.
+    pub fn tsdb_options(&self) -> dcmon_tsdb::TsdbOptions {
+        let ms = |d: Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
+        dcmon_tsdb::TsdbOptions {
+            out_of_order_window_ms: ms(self.storage.out_of_order_window),
+            raw_retention_ms: ms(self.retention.raw),
+            rollup_5m_retention_ms: ms(self.retention.rollup_5m),
+            rollup_1h_retention_ms: ms(self.retention.rollup_1h),
+            max_series_per_host: self.limits.max_series_per_host,
+            ..dcmon_tsdb::TsdbOptions::default()
         }
     }
 
@@ -418,6 +500,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.retention.raw, Duration::from_secs(30 * 86400));
+        let c = load(
+            "s.yaml",
+            "storage:\n  out_of_order_window: 10m\nlimits:\n  max_series_per_host: 50\nretention:\n  rollup_5m: 30d\n",
+            &[],
+        )
+        .unwrap();
+        let o = c.tsdb_options();
+        assert_eq!(o.out_of_order_window_ms, 600_000);
+        assert_eq!(o.max_series_per_host, 50);
+        assert_eq!(o.rollup_5m_retention_ms, 30 * 86_400_000);
     }
 
     #[test]
@@ -472,7 +564,8 @@ mod tests {
             &[],
         )
         .unwrap_err();
-        assert_eq!(e.lines().count(), 3, "{e}");
+        // retention.raw 5m is too short, and shorter than the out-of-order window.
+        assert_eq!(e.lines().count(), 4, "{e}");
         assert!(
             e.contains("public_url: \"http://x\" must start with https://"),
             "{e}"

@@ -138,7 +138,7 @@ pub async fn push(
         .collect();
     let tsdb = state.tsdb.clone();
     let (new_ids, stored) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
-        let new_ids = tsdb.resolve(&new_labels).map_err(ApiError::internal)?;
+        let new_ids = tsdb.resolve(&new_labels).map_err(crate::api::tsdb_error)?;
         // Session indices run over the known series, then this batch's new ones.
         let lookup = |i: u32| -> Option<SeriesId> {
             let i = i as usize;
@@ -155,7 +155,7 @@ pub async fn push(
                 samples.push((id, *ts, v));
             }
         }
-        let stored = tsdb.append(&samples).map_err(ApiError::internal)?;
+        let stored = tsdb.append(&samples).map_err(crate::api::tsdb_error)?;
         Ok((new_ids, stored))
     })
     .await

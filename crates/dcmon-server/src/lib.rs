@@ -55,9 +55,10 @@ impl Server {
             .context("TLS certificate (the server never serves plain HTTP)")?;
         let rustls_config = tls.server_config()?;
         let data_dir = config.data_dir.clone();
+        let tsdb_options = config.tsdb_options();
         let (control, tsdb) = tokio::task::spawn_blocking(move || -> Result<_> {
             let control = control::ControlDb::open(&data_dir)?;
-            let tsdb = dcmon_tsdb::Tsdb::open(&data_dir.join("tsdb"))?;
+            let tsdb = dcmon_tsdb::Tsdb::open_with(&data_dir.join("tsdb"), tsdb_options)?;
             Ok((control, tsdb))
         })
         .await??;
@@ -119,6 +120,7 @@ impl Server {
             kept.push("public_url");
             applied.public_url = old.public_url.clone();
         }
+        self.state.tsdb.set_options(applied.tsdb_options());
         self.state.set_config(applied);
         kept
     }
@@ -146,17 +148,23 @@ fn spawn_housekeeping(state: AppState) {
         }
     });
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        // Often enough that heads of quiet series get sealed and the ingest log trimmed
+        // within the store's head age; each pass runs in small steps between ingest commits.
+        let mut tick = tokio::time::interval(Duration::from_secs(600));
         loop {
             tick.tick().await;
-            let cutoff = state.clock.now_ms() - state.config().retention.raw.as_millis() as i64;
+            let now = state.clock.now_ms();
             let tsdb = state.tsdb.clone();
-            match tokio::task::spawn_blocking(move || tsdb.delete_before(cutoff)).await {
-                Ok(Ok(n)) if n > 0 => {
-                    tracing::info!(deleted = n, "retention: removed expired samples")
-                }
-                Ok(Err(e)) => tracing::warn!(error = %e, "retention"),
-                _ => {}
+            match tokio::task::spawn_blocking(move || tsdb.housekeeping(now)).await {
+                Ok(Ok(r)) => tracing::info!(
+                    heads_sealed = r.heads_sealed,
+                    chunks_expired = r.chunks_expired,
+                    log_rows_trimmed = r.log_rows_trimmed,
+                    worst_step_ms = r.worst_step_us as f64 / 1000.0,
+                    "tsdb housekeeping"
+                ),
+                Ok(Err(e)) => tracing::warn!(error = %e, "tsdb housekeeping"),
+                Err(e) => tracing::warn!(error = %e, "tsdb housekeeping task"),
             }
         }
     });

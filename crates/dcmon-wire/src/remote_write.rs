@@ -108,29 +108,50 @@ pub struct DecodedSeries<'a> {
     /// (other order), which [`DecodedSeries::labels`] resolves.
     pub label_key: Cow<'a, [u8]>,
     pub samples: Range<usize>,
+    /// Position in the request, for error messages.
+    pub index: usize,
 }
 
 impl DecodedSeries<'_> {
-    /// Parses and validates the labels (sorted, names checked, `__name__` required).
-    pub fn labels(&self) -> Result<Labels, LabelError> {
-        Labels::from_pairs(label_pairs(&self.label_key))
+    /// Parses and validates the labels: well-formed label messages, UTF-8, names
+    /// checked, `__name__` required; sorted.
+    ///
+    /// [`decode`] leaves this to the caller on purpose: a receiver that has seen the
+    /// same key before (and validated it then) never pays for it again.
+    pub fn labels(&self) -> Result<Labels, RemoteWriteError> {
+        let pairs = label_pairs(&self.label_key).map_err(|what| RemoteWriteError::Series {
+            series: self.index,
+            what: what.into(),
+        })?;
+        let rendered = pairs
+            .iter()
+            .map(|(n, v)| format!("{n}={v:?}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        Labels::from_pairs(pairs).map_err(|error| RemoteWriteError::Labels {
+            series: self.index,
+            labels: format!("{{{rendered}}}"),
+            error,
+        })
     }
 }
 
-/// The pairs of a label key. Only called on keys [`decode`] has validated.
-fn label_pairs(key: &[u8]) -> Vec<(String, String)> {
+/// The pairs of a label key, in the order sent.
+fn label_pairs(key: &[u8]) -> Result<Vec<(String, String)>, &'static str> {
     let mut pairs = Vec::new();
     let mut r = Reader::new(key);
-    while let Ok(Some((_, Field::Bytes(body)))) = r.field() {
-        if let Ok((name, value)) = parse_label(body) {
-            pairs.push((name.to_owned(), value.to_owned()));
-        }
+    while let Some((_, field)) = r.field().map_err(|_| "malformed label field")? {
+        let Field::Bytes(body) = field else {
+            return Err("label must be a message");
+        };
+        let (name, value) = parse_label(body)?;
+        pairs.push((name.to_owned(), value.to_owned()));
     }
-    pairs
+    Ok(pairs)
 }
 
-/// Decodes a decompressed `WriteRequest`. Every label is checked to be valid UTF-8 and
-/// every sample field well-formed, so a `DecodedWrite` is safe to store whole.
+/// Decodes a decompressed `WriteRequest`: the structure and every sample field are
+/// checked here; label contents are checked by [`DecodedSeries::labels`].
 pub fn decode(msg: &[u8]) -> Result<DecodedWrite<'_>, RemoteWriteError> {
     let mut out = DecodedWrite::default();
     let mut r = Reader::new(msg);
@@ -164,11 +185,7 @@ fn decode_series<'a>(
     while let Some((tag, field)) = r.field().map_err(|e| e.shift(base))? {
         let field_start = r.last_field_start;
         match (tag, field) {
-            (1, Field::Bytes(body)) => {
-                parse_label(body).map_err(|what| RemoteWriteError::Series {
-                    series: index,
-                    what: format!("label {count}: {what}"),
-                })?;
+            (1, Field::Bytes(_)) => {
                 count += 1;
                 let range = field_start..r.pos;
                 match (&mut contiguous, &mut scattered) {
@@ -218,6 +235,7 @@ fn decode_series<'a>(
         (None, None) => unreachable!("count > 0 means a label field was seen"),
     };
     out.series.push(DecodedSeries {
+        index,
         label_key,
         samples: start..out.samples.len(),
     });
@@ -244,6 +262,19 @@ fn parse_label(body: &[u8]) -> Result<(&str, &str), &'static str> {
 }
 
 fn parse_sample(body: &[u8]) -> Result<(i64, f64), &'static str> {
+    // What every sender writes: value (tag 1, fixed64) then timestamp (tag 2, varint).
+    if let [0x09, v @ ..] = body
+        && v.len() > 9
+        && v[8] == 0x10
+    {
+        let value = f64::from_le_bytes(v[..8].try_into().expect("checked length"));
+        let mut r = Reader::new(&v[9..]);
+        if let Ok(ts) = r.varint()
+            && r.pos == r.buf.len()
+        {
+            return Ok((ts as i64, value));
+        }
+    }
     let mut value = 0.0;
     let mut timestamp = 0;
     let mut r = Reader::new(body);
@@ -463,11 +494,25 @@ mod tests {
             "field 1 (timeseries) must be length-delimited",
         );
         check_rejects(&[0x0a, 0x00], "has no labels");
-        // A label whose name is not UTF-8.
-        check_rejects(
-            &[0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe],
-            "not UTF-8",
+        // A label whose name is not UTF-8: structurally fine, refused by labels().
+        let d = decode(&[0x0a, 0x06, 0x0a, 0x04, 0x0a, 0x02, 0xff, 0xfe]).unwrap();
+        let err = d.series[0].labels().unwrap_err().to_string();
+        assert!(
+            err.contains("time series #0: label name is not UTF-8"),
+            "{err}"
         );
+        // A name Prometheus does not allow, with the labels shown.
+        let req = WriteRequest {
+            timeseries: vec![
+                series(&[("__name__", "a"), ("b", "1")], &[]),
+                series(&[("__name__", "0x")], &[]),
+            ],
+        };
+        let msg = req.encode_to_vec();
+        let d = decode(&msg).unwrap();
+        assert!(d.series[0].labels().is_ok());
+        let err = d.series[1].labels().unwrap_err().to_string();
+        assert!(err.contains("time series #1 ({__name__=\"0x\"})"), "{err}");
         // A sample whose value is a varint.
         let l = Label {
             name: "__name__".into(),
@@ -531,7 +576,7 @@ mod tests {
                 let exp: Vec<(i64, u64)> =
                     want.samples.iter().map(|x| (x.timestamp, x.value.to_bits())).collect();
                 prop_assert_eq!(got, exp);
-                let pairs = label_pairs(&s.label_key);
+                let pairs = label_pairs(&s.label_key).unwrap();
                 let exp: Vec<(String, String)> =
                     want.labels.iter().map(|l| (l.name.clone(), l.value.clone())).collect();
                 prop_assert_eq!(pairs, exp);

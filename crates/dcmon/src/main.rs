@@ -1,7 +1,10 @@
 //! `dcmon`: the server binary and its admin commands. Thin: parse, load config, call
 //! the libraries.
 
+mod bmc_sim;
+mod ipmi_cli;
 mod quickstart;
+mod tsdb_cli;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -81,6 +84,17 @@ enum Command {
         locate: Locate,
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Simulated BMCs (RMCP+, sensors, SEL, vendor fan commands) for development and tests.
+    BmcSim(bmc_sim::BmcSimArgs),
+    /// Talk to a BMC over IPMI 2.0 (RMCP+): sensors, SEL, chassis, fans, raw commands.
+    Ipmi(ipmi_cli::IpmiArgs),
+    /// The time-series store (offline checks).
+    Tsdb {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: tsdb_cli::TsdbCommand,
     },
     /// Show the newest audit log entries.
     Audit {
@@ -214,6 +228,8 @@ fn main() -> Result<()> {
             })
         }
         Command::Quickstart(args) => quickstart::run(args),
+        Command::BmcSim(args) => bmc_sim::run(args),
+        Command::Ipmi(args) => ipmi_cli::run(args),
         Command::Enroll {
             locate,
             command: EnrollCommand::Create { uses, ttl, quiet },
@@ -333,6 +349,10 @@ fn main() -> Result<()> {
                 Ok(())
             }
         },
+        Command::Tsdb { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            tsdb_cli::run(&config.data_dir, command)
+        }
         Command::Audit { locate, limit } => {
             let config = load_config(&locate, vec![])?;
             let db = ControlDb::open(&config.data_dir)?;

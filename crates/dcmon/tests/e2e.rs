@@ -6,6 +6,11 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "e2e/bmc_sim.rs"]
+mod bmc_sim;
+#[path = "e2e/durability.rs"]
+mod durability;
+
 /// Kills the process when the test ends, however it ends.
 struct Proc {
     child: Child,

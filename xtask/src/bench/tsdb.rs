@@ -787,9 +787,16 @@ fn measure(peer: Peer, w: &Workload, opts: &Opts, dir: &Path) -> Result<Figures>
         ),
     ];
     for (name, q, range) in queries {
-        let (ms, size) = time_query(&rt, &server, &q, end, range, opts.reps)?;
-        eprintln!("{name}: {ms:.3} ms median, {size} results");
-        f.queries.push((name, ms, size));
+        match time_query(&rt, &server, &q, end, range, opts.reps) {
+            Ok((ms, size)) => {
+                eprintln!("{name}: {ms:.3} ms median, {size} results");
+                f.queries.push((name, ms, size));
+            }
+            Err(e) => {
+                eprintln!("{name}: FAILED: {e}");
+                f.queries.push((name, f64::NAN, 0));
+            }
+        }
     }
 
     // Bytes on disk after the server has compacted what it holds.
@@ -1008,7 +1015,7 @@ fn print_table(opts: &Opts, results: &[(Peer, Figures)]) {
         header += &format!(" {} |", p.name());
         rule += "---|";
     }
-    if dcmon.is_some() {
+    if dcmon.is_some() && !peers.is_empty() {
         for (p, _) in &peers {
             header += &format!(" dcmon vs {} |", p.name());
             rule += "---|";
@@ -1073,7 +1080,7 @@ fn print_table(opts: &Opts, results: &[(Peer, Figures)]) {
         for (_, f) in results {
             line += &format!(" {:.*} |", *decimals, get(f));
         }
-        if let Some(d) = dcmon {
+        if let Some(d) = dcmon.filter(|_| !peers.is_empty()) {
             let mut ahead = true;
             for (_, pf) in &peers {
                 let (ours, theirs) = (get(d), get(pf));

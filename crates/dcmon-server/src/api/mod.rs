@@ -105,7 +105,11 @@ pub fn app(state: AppState) -> Router {
 
 /// A storage failure as an answer: limits the client can act on are theirs, the rest ours.
 pub(crate) fn tsdb_error(e: dcmon_tsdb::TsdbError) -> ApiError {
-    ApiError::internal(e)
+    if e.is_client_error() {
+        ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "limit", e.to_string())
+    } else {
+        ApiError::internal(e)
+    }
 }
 
 async fn healthz() -> Json<serde_json::Value> {

@@ -81,7 +81,7 @@ fn store(tsdb: &Tsdb, cache: &SeriesCache, body: &[u8], now_ms: i64) -> Result<u
                 .map(|&(t, v)| (id, t, v)),
         );
     }
-    tsdb.append(&samples).map_err(ApiError::internal)
+    tsdb.append(&samples).map_err(crate::api::tsdb_error)
 }
 
 /// The id of every series of `write`, creating the new ones (after validating all).
@@ -109,11 +109,7 @@ fn resolve(
     }
     let labels = missing
         .iter()
-        .map(|&i| {
-            write.series[i]
-                .labels()
-                .map_err(|e| bad(format!("time series #{i}: {e}")))
-        })
+        .map(|&i| write.series[i].labels().map_err(bad))
         .collect::<Result<Vec<Labels>, ApiError>>()?;
     let new = tsdb.resolve(&labels).map_err(crate::api::tsdb_error)?;
     let mut known = cache.ids.write().unwrap_or_else(PoisonError::into_inner);
