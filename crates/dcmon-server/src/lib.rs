@@ -6,7 +6,6 @@
 //! - [`auth`]: roles, API tokens, agent signatures and replay protection.
 //! - [`api`]: the router (`api::app`): agent endpoints, Prometheus API, admin reads.
 //! - [`ingest`]: agent batch sessions into the tsdb.
-//! - [`promql`]: query evaluation.
 //! - [`Server`]: starts all of it.
 
 pub mod api;
@@ -14,7 +13,6 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod ingest;
-pub mod promql;
 pub mod state;
 pub mod tls;
 

@@ -182,6 +182,16 @@ fn main() {
         "| disk bytes per sample after housekeeping | {:.2} | ≤ 2.0 |",
         stats.disk_bytes as f64 / samples
     );
+    let file_len = |suffix: &str| {
+        std::fs::metadata(dir.path().join(format!("tsdb.sqlite{suffix}")))
+            .map(|m| m.len())
+            .unwrap_or(0)
+    };
+    println!(
+        "| of which file / WAL, bytes per sample | {:.2} / {:.2} | |",
+        file_len("") as f64 / samples,
+        file_len("-wal") as f64 / samples
+    );
     let hk = Instant::now();
     let r = db
         .housekeeping(end + 8 * 24 * 3600 * 1000)
@@ -191,5 +201,16 @@ fn main() {
         r.chunks_expired,
         hk.elapsed().as_secs_f64() * 1000.0,
         r.worst_step_us as f64 / 1000.0
+    );
+    let Ok(db) = Arc::try_unwrap(db) else {
+        return;
+    };
+    let closing = Instant::now();
+    drop(db);
+    println!(
+        "| close (trim, vacuum, checkpoint) | {:.0} ms; file {:.2} B/sample, WAL {} B | |",
+        closing.elapsed().as_secs_f64() * 1000.0,
+        file_len("") as f64 / samples,
+        file_len("-wal")
     );
 }

@@ -49,6 +49,11 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, TsdbError> {
     let err = sqlite_err(path);
     let conn = Connection::open(path).map_err(&err)?;
     conn.busy_timeout(Duration::from_secs(10)).map_err(&err)?;
+    // Pages freed by trimming the ingest log and expiring chunks are given back to the
+    // file system in bounded steps (`Maintenance::Vacuum`). Takes effect on a new file;
+    // `prepare` converts an older one.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")
+        .map_err(&err)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(&err)?;
     // FULL: the WAL is fsync'd at every commit, so an acknowledged append survives a
@@ -113,6 +118,18 @@ pub(crate) fn prepare(
     chunk_samples: usize,
 ) -> Result<(), TsdbError> {
     let err = sqlite_err(path);
+    let auto_vacuum: i64 = conn
+        .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+        .map_err(&err)?;
+    let has_tables: bool = conn
+        .query_row("SELECT count(*) > 0 FROM sqlite_master", [], |r| r.get(0))
+        .map_err(&err)?;
+    if auto_vacuum != 2 && has_tables {
+        // A file from before incremental vacuum: one full VACUUM switches it over.
+        tracing::info!(path = %path.display(), "tsdb: converting the file to incremental vacuum (one-time rewrite)");
+        conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;")
+            .map_err(&err)?;
+    }
     match schema_version(conn).map_err(&err)? {
         Some(v) if v > SCHEMA_VERSION => Err(TsdbError::SchemaTooNew {
             path: path.to_owned(),

@@ -3,6 +3,7 @@
 //! duplicate, reject). Pure: no IO; the writer asks the store only when a sample falls
 //! into the already sealed range.
 
+use crate::headbuf::SampleBuf;
 use std::sync::Arc;
 
 /// What became of one offered sample.
@@ -25,8 +26,8 @@ pub(crate) enum Verdict {
 
 #[derive(Default)]
 pub(crate) struct Head {
-    /// Unsealed samples, ascending, all after `sealed_max`.
-    pub(crate) samples: Vec<(i64, f64)>,
+    /// Unsealed samples, ascending, all after `sealed_max`, compressed.
+    pub(crate) samples: SampleBuf,
     /// Accepted samples at or before `sealed_max`, ascending, merged into chunks at the next seal.
     pub(crate) ooo: Vec<(i64, f64)>,
     /// Timestamp of the newest sealed sample.
@@ -47,29 +48,42 @@ impl Head {
     /// Decides about one sample and applies it when it belongs in the head.
     pub(crate) fn offer(&mut self, t: i64, v: f64, window_ms: i64) -> Verdict {
         let Some(newest) = self.newest() else {
-            self.samples.push((t, v));
+            self.samples.push(t, v);
             return Verdict::Appended;
         };
         if t > newest {
-            self.samples.push((t, v));
+            self.samples.push(t, v);
             return Verdict::Appended;
         }
         if t < newest.saturating_sub(window_ms) {
             return Verdict::TooOld;
         }
-        let in_head = self.sealed_max.is_none_or(|s| t > s);
-        let list = if in_head {
-            &mut self.samples
-        } else {
-            &mut self.ooo
-        };
-        match list.binary_search_by_key(&t, |s| s.0) {
-            Ok(i) if list[i].1.to_bits() == v.to_bits() => Verdict::Duplicate,
-            Ok(_) => Verdict::DuplicateTimestamp,
-            Err(i) if in_head => {
-                list.insert(i, (t, v));
-                Verdict::Inserted
+        let same = |stored: f64| {
+            if stored.to_bits() == v.to_bits() {
+                Verdict::Duplicate
+            } else {
+                Verdict::DuplicateTimestamp
             }
+        };
+        if self.sealed_max.is_none_or(|s| t > s) {
+            // A retry of the newest sample is the common case: no decoding.
+            if let Some((lt, lv)) = self.samples.last() {
+                if lt == t {
+                    return same(lv);
+                }
+            }
+            let mut list = self.samples.to_vec();
+            return match list.binary_search_by_key(&t, |s| s.0) {
+                Ok(i) => same(list[i].1),
+                Err(i) => {
+                    list.insert(i, (t, v));
+                    self.samples.replace(&list);
+                    Verdict::Inserted
+                }
+            };
+        }
+        match self.ooo.binary_search_by_key(&t, |s| s.0) {
+            Ok(i) => same(self.ooo[i].1),
             Err(_) => Verdict::Sealed,
         }
     }
@@ -87,9 +101,13 @@ impl Head {
         if self.sealed_max.is_some_and(|s| t <= s) {
             self.accept_sealed(t, v);
         } else if self.samples.last().is_none_or(|l| t > l.0) {
-            self.samples.push((t, v));
-        } else if let Err(i) = self.samples.binary_search_by_key(&t, |s| s.0) {
-            self.samples.insert(i, (t, v));
+            self.samples.push(t, v);
+        } else {
+            let mut list = self.samples.to_vec();
+            if let Err(i) = list.binary_search_by_key(&t, |s| s.0) {
+                list.insert(i, (t, v));
+                self.samples.replace(&list);
+            }
         }
     }
 
@@ -100,13 +118,12 @@ impl Head {
 
     /// Samples of the head and of the out-of-order list within `[start, end]`.
     pub(crate) fn read(&self, start: i64, end: i64, out: &mut Vec<(i64, f64)>) {
-        for list in [&self.ooo, &self.samples] {
-            let from = list.partition_point(|s| s.0 < start);
-            let to = list.partition_point(|s| s.0 <= end);
-            if from < to {
-                out.extend_from_slice(&list[from..to]);
-            }
+        let from = self.ooo.partition_point(|s| s.0 < start);
+        let to = self.ooo.partition_point(|s| s.0 <= end);
+        if from < to {
+            out.extend_from_slice(&self.ooo[from..to]);
         }
+        self.samples.read(start, end, out);
     }
 }
 
@@ -118,7 +135,7 @@ mod tests {
 
     fn check(sealed_max: Option<i64>, head: &[i64], ooo: &[i64], t: i64, v: f64, expect: Verdict) {
         let mut h = Head {
-            samples: head.iter().map(|&t| (t, 1.0)).collect(),
+            samples: SampleBuf::from_slice(&head.iter().map(|&t| (t, 1.0)).collect::<Vec<_>>()),
             ooo: ooo.iter().map(|&t| (t, 1.0)).collect(),
             sealed_max,
             ..Head::default()
@@ -128,7 +145,7 @@ mod tests {
             expect,
             "sealed {sealed_max:?} head {head:?} ooo {ooo:?} t {t}"
         );
-        assert!(h.samples.windows(2).all(|w| w[0].0 < w[1].0));
+        assert!(h.samples.to_vec().windows(2).all(|w| w[0].0 < w[1].0));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 mod check;
 mod db;
 mod head;
+mod headbuf;
 mod index;
 mod log;
 mod matcher;

@@ -157,6 +157,12 @@ pub(crate) fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 /// The store of one data directory. Share it behind an `Arc`; every method blocks (on
 /// the writer's commit or on disk reads), so async callers use `spawn_blocking`.
+/// Free-page steps (8 MiB each) per housekeeping pass: the rest waits for the next pass,
+/// so a pass never holds the writer long.
+const VACUUM_JOBS_PER_PASS: usize = 16;
+/// At close: everything up to 1 GiB.
+const VACUUM_JOBS_AT_CLOSE: usize = 128;
+
 pub struct Tsdb {
     shared: Arc<Shared>,
     jobs: Option<Sender<Job>>,
@@ -168,8 +174,15 @@ pub struct Tsdb {
 
 impl Drop for Tsdb {
     fn drop(&mut self) {
-        // Closing the channel ends the writer after the jobs already sent. Heads are not
-        // sealed here: the ingest log has them, and the next open replays it.
+        // Give back what is free before closing: the log rows already sealed and the free
+        // pages. Heads are not sealed here: the ingest log has them, and the next open
+        // replays it. Closing the channel ends the writer after the jobs already sent.
+        if self.jobs.is_some() && lock(&self.shared.failed).is_none() {
+            let mut report = HousekeepingReport::default();
+            if let Err(e) = self.trim_and_vacuum(&mut report, VACUUM_JOBS_AT_CLOSE) {
+                tracing::warn!(error = %e, "tsdb: compaction at close");
+            }
+        }
         self.jobs.take();
         if let Some(w) = self.writer.take() {
             let _ = w.join();
@@ -725,7 +738,7 @@ impl Tsdb {
                 .enumerate()
                 .filter(|(_, h)| {
                     let h = lock(h);
-                    !h.ooo.is_empty() || h.samples.first().is_some_and(|s| s.0 < cutoff)
+                    !h.ooo.is_empty() || h.samples.first_time().is_some_and(|t| t < cutoff)
                 })
                 .map(|(i, _)| i as SeriesId)
                 .collect()
@@ -762,15 +775,37 @@ impl Tsdb {
                 &mut report,
             )?;
         }
+        self.trim_and_vacuum(&mut report, VACUUM_JOBS_PER_PASS)?;
+        self.record_self(now_ms)?;
+        Ok(report)
+    }
+
+    /// Deletes every log row whose samples are all sealed, then returns free pages to the
+    /// file system (at most `vacuum_jobs` steps), each in bounded steps.
+    fn trim_and_vacuum(
+        &self,
+        report: &mut HousekeepingReport,
+        vacuum_jobs: usize,
+    ) -> Result<(), TsdbError> {
         loop {
-            let n = self.maintain(Maintenance::TrimLog, &mut report)?;
+            let n = self.maintain(Maintenance::TrimLog, report)?;
             report.log_rows_trimmed += n;
             if n == 0 {
                 break;
             }
         }
-        self.record_self(now_ms)?;
-        Ok(report)
+        let mut left = u64::MAX;
+        for _ in 0..vacuum_jobs {
+            if left == 0 {
+                break;
+            }
+            let now = self.maintain(Maintenance::Vacuum, report)?;
+            if now >= left {
+                break;
+            }
+            left = now;
+        }
+        Ok(())
     }
 
     /// Writes the store's counters as series, so they can be queried and alerted on.
@@ -938,6 +973,55 @@ mod tests {
             .iter()
             .map(|s| s.samples.len())
             .sum()
+    }
+
+    fn file_len(dir: &Path) -> u64 {
+        std::fs::metadata(dir.join(db::FILE_NAME)).unwrap().len()
+    }
+
+    /// Trimming the ingest log frees pages; housekeeping and close give them back to the
+    /// file system, and a closed store is one file (no WAL left).
+    #[test]
+    fn freed_pages_are_returned_and_close_leaves_one_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let names: Vec<String> = (0..300).map(|i| format!("h{i}")).collect();
+        let db = Tsdb::open_with(dir.path(), small(60)).unwrap();
+        let ids = db
+            .resolve(&names.iter().map(|h| labels("m", h)).collect::<Vec<_>>())
+            .unwrap();
+        for step in 0..120i64 {
+            let batch: Vec<(SeriesId, i64, f64)> = ids
+                .iter()
+                .map(|&id| (id, step * 10_000, (step * id) as f64 * 0.37))
+                .collect();
+            db.append(&batch).unwrap();
+        }
+        let wal = dir.path().join("tsdb.sqlite-wal");
+        let before = file_len(dir.path()) + std::fs::metadata(&wal).map_or(0, |m| m.len());
+        // Every head reached 60 samples twice: all sealed, so the whole log is trimmable.
+        db.housekeeping(130 * 10_000).unwrap();
+        let conn = rusqlite::Connection::open(dir.path().join(db::FILE_NAME)).unwrap();
+        let free: i64 = conn
+            .query_row("PRAGMA freelist_count", [], |r| r.get(0))
+            .unwrap();
+        let mode: i64 = conn
+            .query_row("PRAGMA auto_vacuum", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!((free, mode), (0, 2), "free pages left after housekeeping");
+        let log_rows: i64 = conn
+            .query_row("SELECT count(*) FROM ingest_log", [], |r| r.get(0))
+            .unwrap();
+        // Only the row of the store's own counters, written after the trim.
+        assert_eq!(log_rows, 1);
+        drop(conn);
+        drop(db);
+        assert_eq!(std::fs::metadata(&wal).map_or(0, |m| m.len()), 0);
+        // The log's pages are gone: the file is well under what the store took before.
+        let after = file_len(dir.path());
+        assert!(after < before / 2, "{after} B after, {before} B before");
+        let db = Tsdb::open(dir.path()).unwrap();
+        // The samples, and the 7 of the store's own counters.
+        assert_eq!(count(&db), 36_007);
     }
 
     #[test]

@@ -8,6 +8,7 @@
 
 use crate::db::{self, ChunkRow, sqlite_err};
 use crate::head::{Head, Verdict};
+use crate::headbuf::SampleBuf;
 use crate::log::LogEncoder;
 use crate::rollup::{self, Resolution};
 use crate::{AppendReport, SeriesId, Shared, TsdbError, lock, read_lock, write_lock};
@@ -41,7 +42,14 @@ pub(crate) enum Maintenance {
     TrimLog,
     /// Remember the retention floor (see `Shared::raw_floor`).
     SetRawFloor(i64),
+    /// Give up to `VACUUM_PAGES_PER_JOB` free pages back to the file system; answers how
+    /// many free pages are left.
+    Vacuum,
 }
+
+/// Pages (4 KiB) returned to the file system per maintenance job: about 8 MiB, a few
+/// milliseconds of writer time.
+const VACUUM_PAGES_PER_JOB: i64 = 2048;
 
 /// Most jobs in one group, so one commit never waits on an unbounded backlog.
 const MAX_GROUP_JOBS: usize = 256;
@@ -100,6 +108,13 @@ impl Writer {
                     .fetch_max(us, Ordering::Relaxed);
                 let _ = reply.send(result);
             }
+        }
+        // Closing: copy the WAL into the file and empty it, so a stopped store is one file.
+        if let Err(e) = self
+            .conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))
+        {
+            tracing::warn!(error = %e, "tsdb: final checkpoint");
         }
     }
 
@@ -368,7 +383,8 @@ impl Writer {
             // A large request can leave a head far above the chunk size: split it, so
             // chunks stay small enough to read and expire piecewise.
             let size = lock(&self.shared.options).chunk_samples.max(1);
-            for piece in head.samples.chunks(size) {
+            let samples = head.samples.to_vec();
+            for piece in samples.chunks(size) {
                 let bytes = db::insert_chunk(&self.conn, id, piece).map_err(&err)?;
                 sealed.last_chunk = Some(bytes.into());
             }
@@ -476,7 +492,7 @@ impl Writer {
                 continue;
             };
             let mut head = lock(slot);
-            head.samples.drain(..s.head_samples);
+            head.samples.drain_front(s.head_samples);
             head.ooo.drain(..s.ooo_samples);
             head.sealed_max = s.sealed_max;
             head.last_chunk = s.last_chunk;
@@ -484,7 +500,7 @@ impl Writer {
             if !head.is_unsealed() {
                 head.first_log_seq = 0;
                 // Give the memory back: an idle series costs nothing but its labels.
-                head.samples = Vec::new();
+                head.samples = SampleBuf::default();
                 head.ooo = Vec::new();
             }
             removed += (s.head_samples + s.ooo_samples) as u64;
@@ -527,6 +543,21 @@ impl Writer {
                     .map(|n| n as u64)
                     .map_err(&err)
             }
+            Maintenance::Vacuum => (|| {
+                // The pragma frees one page per step, and the driver steps a statement
+                // that returns no columns only once: so one page per execution.
+                let free = |c: &Connection| {
+                    c.query_row("PRAGMA freelist_count", [], |r| r.get::<_, i64>(0))
+                };
+                let pages = free(&self.conn)?.min(VACUUM_PAGES_PER_JOB);
+                let mut stmt = self.conn.prepare_cached("PRAGMA incremental_vacuum(1)")?;
+                for _ in 0..pages {
+                    stmt.query([])?.next()?;
+                }
+                drop(stmt);
+                free(&self.conn).map(|n| n as u64)
+            })()
+            .map_err(&err),
             Maintenance::SetRawFloor(floor) => self
                 .conn
                 .execute(

@@ -3,13 +3,13 @@
 
 use super::{ApiError, VERSION};
 use crate::auth::{Role, require_role};
-use crate::promql::{self, QueryError, QueryValue};
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use dcmon_promql::{self as promql, Engine, QueryError, QueryValue};
 use dcmon_tsdb::{Matcher, SeriesData};
 use dcmon_wire::Labels;
 use serde_json::{Map, Value, json};
@@ -163,7 +163,11 @@ fn format_value(v: f64) -> String {
     }
 }
 
+/// Unix seconds as Prometheus writes them: an integer when whole, else a decimal.
 fn format_time(ms: i64) -> Value {
+    if ms % 1000 == 0 {
+        return Value::Number((ms / 1000).into());
+    }
     serde_json::Number::from_f64(ms as f64 / 1000.0)
         .map(Value::Number)
         .unwrap_or(Value::Null)
@@ -216,7 +220,7 @@ pub(super) async fn query(
     };
     let expr = promql::parse(q)?;
     let tsdb = state.tsdb.clone();
-    let value = blocking(move || promql::instant(&tsdb, &expr, t)).await?;
+    let value = blocking(move || Engine::default().instant(&*tsdb, &expr, t)).await?;
     let data = match value {
         QueryValue::Scalar(v) => {
             json!({ "resultType": "scalar", "result": [format_time(t), format_value(v)] })
@@ -266,10 +270,7 @@ pub(super) async fn query_range(
     }
     let expr = promql::parse(q)?;
     let tsdb = state.tsdb.clone();
-    let value = blocking(move || promql::range(&tsdb, &expr, start, end, step)).await?;
-    let QueryValue::Matrix(m) = value else {
-        return Err(PromError::bad_data("range query did not produce a matrix"));
-    };
+    let m = blocking(move || Engine::default().range(&*tsdb, &expr, start, end, step)).await?;
     Ok(success(
         json!({ "resultType": "matrix", "result": matrix_json(&m) }),
     ))
