@@ -230,7 +230,10 @@ pub fn decode(bytes: &[u8]) -> Result<Packet, CodecError> {
         CLASS_ASF => decode_asf(body).map(Packet::Asf),
         CLASS_IPMI => {
             need(body, 1, "IPMI session header")?;
-            if body[0] == AUTH_RMCP_PLUS {
+            // Bits 7:4 of the auth type/format byte are reserved (§13.6): IPMI 1.5
+            // decoding ignores them, so the RMCP+ test must too, or 26h would decode
+            // as a 1.5 session of auth type 6 and re-encode as RMCP+.
+            if body[0] & 0x0F == AUTH_RMCP_PLUS {
                 decode_v20(body).map(Packet::V20)
             } else {
                 decode_v15(body).map(Packet::V15)
@@ -378,6 +381,17 @@ mod tests {
         assert!(decode(&[6, 0, 0xFF, 7, 6, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 0]).is_err());
         // OEM explicit payload type.
         assert!(decode(&[6, 0, 0xFF, 7, 6, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]).is_err());
+    }
+
+    #[test]
+    fn reserved_auth_format_bits_do_not_turn_rmcp_plus_into_ipmi_15() {
+        // Found by the ipmi_packet_decode fuzz target: format byte 26h.
+        let datagram = [6, 0, 0xFF, 7, 0x26, 0, 1, 0, 0, 0, 2, 0, 0, 0, 1, 0, 0xAA];
+        let Ok(Packet::V20(p)) = decode(&datagram) else {
+            panic!("RMCP+: {:?}", decode(&datagram));
+        };
+        assert_eq!((p.header.session_id, &p.payload[..]), (1, &[0xAA][..]));
+        assert_eq!(decode(&encode(&Packet::V20(p.clone()))), Ok(Packet::V20(p)));
     }
 
     fn payload_type() -> impl Strategy<Value = PayloadType> {

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 mod bmc_sim;
 #[path = "e2e/durability.rs"]
 mod durability;
+#[path = "e2e/ipmi_sim.rs"]
+mod ipmi_sim;
 #[path = "e2e/promql_compat.rs"]
 mod promql_compat;
 
