@@ -4,29 +4,121 @@
 use crate::SeriesId;
 use crate::matcher::{MatchOp, Matcher};
 use dcmon_wire::Labels;
+use foldhash::fast::FixedState;
 use std::collections::HashMap;
+use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
 
+/// Interned label strings: every distinct name and value is stored once.
+#[derive(Default)]
+struct Symbols {
+    ids: HashMap<Arc<str>, u32>,
+    strs: Vec<Arc<str>>,
+}
+
+impl Symbols {
+    fn intern(&mut self, s: &str) -> u32 {
+        if let Some(&id) = self.ids.get(s) {
+            return id;
+        }
+        let id = self.strs.len() as u32;
+        let s: Arc<str> = Arc::from(s);
+        self.strs.push(s.clone());
+        self.ids.insert(s, id);
+        id
+    }
+
+    fn get(&self, s: &str) -> Option<u32> {
+        self.ids.get(s).copied()
+    }
+
+    fn str(&self, id: u32) -> &str {
+        &self.strs[id as usize]
+    }
+}
+
+/// The index keeps each series' labels as interned (name, value) symbol pairs, sorted by
+/// name: 8 bytes a label instead of two heap strings, the main part of the store's
+/// memory per series.
 #[derive(Default)]
 pub(crate) struct Index {
-    by_labels: HashMap<Arc<Labels>, SeriesId>,
-    /// Labels by id; ids are dense, so slot `id` (0 and gaps unused).
-    labels: Vec<Option<Arc<Labels>>>,
-    /// name → value → ids, ascending (ids are created in ascending order).
-    postings: HashMap<String, HashMap<String, Vec<u32>>>,
+    symbols: Symbols,
+    /// Labels by id, flattened `[name, value, name, value, ...]`; ids are dense, so slot
+    /// `id` (0 and gaps unused).
+    series: Vec<Option<Box<[u32]>>>,
+    /// Hash of the labels → id; a second series with the same hash goes to `collisions`.
+    by_hash: HashMap<u64, u32>,
+    collisions: HashMap<u64, Vec<u32>>,
+    /// name symbol → value symbol → ids, ascending (ids are created in ascending order).
+    postings: HashMap<u32, HashMap<u32, Vec<u32>>>,
     all: Vec<u32>,
 }
 
+fn hash_labels(labels: &Labels) -> u64 {
+    let mut h = FixedState::default().build_hasher();
+    for (k, v) in labels.pairs() {
+        h.write(k.as_bytes());
+        h.write_u8(0xff);
+        h.write(v.as_bytes());
+        h.write_u8(0xfe);
+    }
+    h.finish()
+}
+
 impl Index {
-    pub(crate) fn get(&self, labels: &Labels) -> Option<SeriesId> {
-        self.by_labels.get(labels).copied()
+    fn slot(id: SeriesId) -> Option<usize> {
+        usize::try_from(id).ok()
     }
 
-    pub(crate) fn labels(&self, id: SeriesId) -> Option<&Arc<Labels>> {
-        usize::try_from(id)
-            .ok()
-            .and_then(|i| self.labels.get(i))
-            .and_then(Option::as_ref)
+    fn pairs(&self, slot: u32) -> Option<&[u32]> {
+        self.series.get(slot as usize).and_then(|s| s.as_deref())
+    }
+
+    fn same(&self, slot: u32, labels: &Labels) -> bool {
+        let Some(p) = self.pairs(slot) else {
+            return false;
+        };
+        p.len() == labels.pairs().len() * 2
+            && p.chunks_exact(2).zip(labels.pairs()).all(|(s, (k, v))| {
+                self.symbols.str(s[0]) == k && self.symbols.str(s[1]) == v
+            })
+    }
+
+    pub(crate) fn get(&self, labels: &Labels) -> Option<SeriesId> {
+        let h = hash_labels(labels);
+        let first = *self.by_hash.get(&h)?;
+        if self.same(first, labels) {
+            return Some(SeriesId::from(first));
+        }
+        self.collisions
+            .get(&h)?
+            .iter()
+            .find(|&&id| self.same(id, labels))
+            .map(|&id| SeriesId::from(id))
+    }
+
+    pub(crate) fn contains(&self, id: SeriesId) -> bool {
+        Self::slot(id).is_some_and(|i| self.series.get(i).is_some_and(Option::is_some))
+    }
+
+    /// The labels of series `id`, built from the interned strings.
+    pub(crate) fn labels(&self, id: SeriesId) -> Option<Labels> {
+        let p = self.pairs(u32::try_from(Self::slot(id)?).ok()?)?;
+        let mut l = Labels::default();
+        for s in p.chunks_exact(2) {
+            l.set(self.symbols.str(s[0]), self.symbols.str(s[1]));
+        }
+        Some(l)
+    }
+
+    /// The value of label `name` of series `slot` ("" when absent).
+    fn value(&self, slot: u32, name: Option<u32>) -> &str {
+        let (Some(name), Some(p)) = (name, self.pairs(slot)) else {
+            return "";
+        };
+        p.chunks_exact(2)
+            .find(|s| s[0] == name)
+            .map_or("", |s| self.symbols.str(s[1]))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -35,35 +127,48 @@ impl Index {
 
     /// One past the largest id.
     pub(crate) fn id_bound(&self) -> usize {
-        self.labels.len()
+        self.series.len()
     }
 
     /// Series with label `name` = `value`.
     pub(crate) fn count(&self, name: &str, value: &str) -> usize {
+        let (Some(n), Some(v)) = (self.symbols.get(name), self.symbols.get(value)) else {
+            return 0;
+        };
         self.postings
-            .get(name)
-            .and_then(|v| v.get(value))
+            .get(&n)
+            .and_then(|vals| vals.get(&v))
             .map_or(0, Vec::len)
     }
 
     /// Adds a series; `id` must be larger than every id added before.
     pub(crate) fn insert(&mut self, id: SeriesId, labels: Labels) {
         let slot = u32::try_from(id).expect("series ids are allocated densely from 1");
-        let labels = Arc::new(labels);
-        if self.labels.len() <= slot as usize {
-            self.labels.resize(slot as usize + 1, None);
+        if self.series.len() <= slot as usize {
+            self.series.resize(slot as usize + 1, None);
         }
+        let mut pairs = Vec::with_capacity(labels.pairs().len() * 2);
         for (k, v) in labels.pairs() {
+            let (k, v) = (self.symbols.intern(k), self.symbols.intern(v));
+            pairs.extend([k, v]);
             self.postings
-                .entry(k.clone())
+                .entry(k)
                 .or_default()
-                .entry(v.clone())
+                .entry(v)
                 .or_default()
                 .push(slot);
         }
         self.all.push(slot);
-        self.labels[slot as usize] = Some(labels.clone());
-        self.by_labels.insert(labels, id);
+        self.series[slot as usize] = Some(pairs.into_boxed_slice());
+        let h = hash_labels(&labels);
+        match self.by_hash.entry(h) {
+            std::collections::hash_map::Entry::Occupied(_) => {
+                self.collisions.entry(h).or_default().push(slot);
+            }
+            std::collections::hash_map::Entry::Vacant(e) => {
+                e.insert(slot);
+            }
+        }
     }
 
     /// Ids of the series satisfying every matcher, ascending.
@@ -82,25 +187,31 @@ impl Index {
         let mut ids = found.unwrap_or_else(|| self.all.clone());
         // Matchers that also match an absent label cannot use postings: check each series.
         for m in matchers.iter().filter(|m| m.matches_empty()) {
-            ids.retain(|&id| {
-                self.labels[id as usize]
-                    .as_ref()
-                    .is_some_and(|l| m.matches(l))
-            });
+            let name = self.symbols.get(&m.name);
+            ids.retain(|&id| m.matches_value(self.value(id, name)));
         }
         ids.into_iter().map(SeriesId::from).collect()
     }
 
     fn postings_for(&self, m: &Matcher) -> Vec<u32> {
-        let Some(values) = self.postings.get(&m.name) else {
+        let Some(values) = self
+            .symbols
+            .get(&m.name)
+            .and_then(|n| self.postings.get(&n))
+        else {
             return Vec::new();
         };
         if m.op == MatchOp::Equal {
-            return values.get(&m.value).cloned().unwrap_or_default();
+            return self
+                .symbols
+                .get(&m.value)
+                .and_then(|v| values.get(&v))
+                .cloned()
+                .unwrap_or_default();
         }
         let mut ids: Vec<u32> = values
             .iter()
-            .filter(|(v, _)| m.matches_value(v))
+            .filter(|(v, _)| m.matches_value(self.symbols.str(**v)))
             .flat_map(|(_, ids)| ids.iter().copied())
             .collect();
         ids.sort_unstable();
@@ -110,9 +221,10 @@ impl Index {
     /// Distinct values of label `name`, sorted.
     pub(crate) fn values_of(&self, name: &str) -> Vec<String> {
         let mut v: Vec<String> = self
-            .postings
+            .symbols
             .get(name)
-            .map(|m| m.keys().cloned().collect())
+            .and_then(|n| self.postings.get(&n))
+            .map(|m| m.keys().map(|v| self.symbols.str(*v).to_owned()).collect())
             .unwrap_or_default();
         v.sort();
         v
@@ -120,7 +232,11 @@ impl Index {
 
     /// Every label name in use, sorted.
     pub(crate) fn names(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.postings.keys().cloned().collect();
+        let mut v: Vec<String> = self
+            .postings
+            .keys()
+            .map(|n| self.symbols.str(*n).to_owned())
+            .collect();
         v.sort();
         v
     }

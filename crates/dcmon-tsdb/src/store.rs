@@ -157,11 +157,11 @@ pub(crate) fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 
 /// The store of one data directory. Share it behind an `Arc`; every method blocks (on
 /// the writer's commit or on disk reads), so async callers use `spawn_blocking`.
-/// Free-page steps (8 MiB each) per housekeeping pass: the rest waits for the next pass,
+/// Free-page steps (2 MiB each) per housekeeping pass: the rest waits for the next pass,
 /// so a pass never holds the writer long.
-const VACUUM_JOBS_PER_PASS: usize = 16;
+const VACUUM_JOBS_PER_PASS: usize = 64;
 /// At close: everything up to 1 GiB.
-const VACUUM_JOBS_AT_CLOSE: usize = 128;
+const VACUUM_JOBS_AT_CLOSE: usize = 512;
 
 pub struct Tsdb {
     shared: Arc<Shared>,
@@ -395,7 +395,7 @@ impl Tsdb {
         index
             .matching(matchers)
             .into_iter()
-            .filter_map(|id| index.labels(id).map(|l| (id, (**l).clone())))
+            .filter_map(|id| index.labels(id).map(|l| (id, l)))
             .collect()
     }
 
@@ -432,17 +432,17 @@ impl Tsdb {
         end_ms: i64,
         raw_floor: i64,
     ) -> Result<(Vec<SeriesData>, Vec<String>), TsdbError> {
-        let series: Vec<(SeriesId, Arc<Labels>)> = {
+        let series: Vec<(SeriesId, Labels)> = {
             let index = read_lock(&self.shared.index);
             index
                 .matching(matchers)
                 .into_iter()
-                .filter_map(|id| index.labels(id).map(|l| (id, l.clone())))
+                .filter_map(|id| index.labels(id).map(|l| (id, l)))
                 .collect()
         };
         struct Pending {
             id: SeriesId,
-            labels: Arc<Labels>,
+            labels: Labels,
             head: Vec<(i64, f64)>,
             sealed_max: Option<i64>,
             last_chunk: Option<Arc<[u8]>>,
@@ -566,7 +566,7 @@ impl Tsdb {
             }
             if !samples.is_empty() {
                 out.push(SeriesData {
-                    labels: (*p.labels).clone(),
+                    labels: p.labels,
                     samples,
                 });
             }
