@@ -4,6 +4,7 @@
 //!   binaries the end-to-end tests start, runs the whole suite. `.ci/run` calls this.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 //! - `bench wire`: bytes per sample of dcmon batches beside remote_write and gzip JSON.
+//! - `bench ipmi`: reading one BMC (ours vs `ipmitool`) and polling 1,000 simulated BMCs.
 //! - `bench tsdb`: fleet-shaped remote_write load against dcmon, Prometheus and
 //!   VictoriaMetrics in one run (ingest rate, CPU, RSS, disk, query latency, ratios).
 //! - `fuzz <target> [--seconds N]`: a time-bounded `cargo fuzz` run (needs nightly).
@@ -37,7 +38,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|fuzz TARGET [--seconds N]>"
+                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|bench ipmi [--help]|fuzz TARGET [--seconds N]>"
             );
             Ok(())
         }

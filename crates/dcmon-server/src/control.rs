@@ -124,7 +124,22 @@ pub struct AuditEntry {
 pub struct ControlDb {
     path: PathBuf,
     conn: Mutex<Connection>,
+    tokens: Mutex<TokenCache>,
 }
+
+/// API-token lookups answered from memory while the file is unchanged. A second
+/// connection of its own watches `PRAGMA data_version`, which moves whenever any other
+/// connection (this server's, or a `dcmon token revoke` in another process) commits; then
+/// the cache is dropped, so a revocation takes effect on the next request.
+struct TokenCache {
+    conn: Connection,
+    version: i64,
+    entries: std::collections::HashMap<String, Option<TokenRecord>>,
+}
+
+/// Cached lookups (valid and unknown tokens alike) before the cache starts over, so a
+/// flood of random tokens cannot grow it without bound.
+const TOKEN_CACHE_ENTRIES: usize = 1024;
 
 /// Creates `dir` with mode 0700 when it does not exist (hashes, agent keys and the audit
 /// log are nobody else's business); an existing directory keeps its mode.
@@ -183,9 +198,20 @@ impl ControlDb {
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
         }
         tx.commit()?;
+        let tokens = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("opening {} for token checks", path.display()))?;
+        tokens.busy_timeout(Duration::from_secs(10))?;
         Ok(Self {
             path,
             conn: Mutex::new(conn),
+            tokens: Mutex::new(TokenCache {
+                conn: tokens,
+                version: -1,
+                entries: std::collections::HashMap::new(),
+            }),
         })
     }
 
@@ -223,18 +249,32 @@ impl ControlDb {
     }
 
     /// The token's identity when it is known and not revoked.
+    /// The unrevoked API token `token`, if any. Microseconds when cached (see
+    /// [`TokenCache`]): cheap enough to call on the async runtime.
     pub fn lookup_api_token(&self, token: &str) -> Result<Option<TokenRecord>> {
         if !token.starts_with(API_TOKEN_PREFIX) {
             return Ok(None);
         }
-        let conn = self.conn();
-        let row = conn
-            .query_row(
+        let hash = hash_token(token);
+        let mut cache = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        let version: i64 = cache
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?;
+        if version != cache.version || cache.entries.len() >= TOKEN_CACHE_ENTRIES {
+            cache.entries.clear();
+            cache.version = version;
+        }
+        if let Some(hit) = cache.entries.get(&hash) {
+            return Ok(hit.clone());
+        }
+        let row = cache
+            .conn
+            .prepare_cached(
                 "SELECT id, name, role, created_ms, revoked FROM api_tokens WHERE token_hash = ?1 AND revoked = 0",
-                params![hash_token(token)],
-                token_row,
-            )
+            )?
+            .query_row(params![hash], token_row)
             .optional()?;
+        cache.entries.insert(hash, row.clone());
         Ok(row)
     }
 
@@ -675,5 +715,25 @@ mod tests {
             Some(20)
         );
         assert_eq!(db.ensure_first_admin("admin").unwrap(), None);
+    }
+
+    /// Token checks are cached, but a revocation by another process (a second handle on
+    /// the same file, as `dcmon token revoke` is) takes effect on the next lookup.
+    #[test]
+    fn cached_tokens_see_revocations_from_other_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ControlDb::open(dir.path()).unwrap();
+        let t = server
+            .create_api_token("ci", Role::Operator, "admin")
+            .unwrap();
+        let id = server.lookup_api_token(&t).unwrap().unwrap().id;
+        assert!(server.lookup_api_token(&t).unwrap().is_some(), "cached hit");
+        assert_eq!(server.lookup_api_token("dcmon_at_unknown").unwrap(), None);
+        let cli = ControlDb::open(dir.path()).unwrap();
+        assert!(cli.revoke_api_token(id, "admin").unwrap());
+        assert_eq!(server.lookup_api_token(&t).unwrap(), None);
+        // A token created by the other handle is seen at once.
+        let t2 = cli.create_api_token("new", Role::Viewer, "admin").unwrap();
+        assert!(server.lookup_api_token(&t2).unwrap().is_some());
     }
 }

@@ -156,6 +156,7 @@ fn spawn_housekeeping(state: AppState) {
             match tokio::task::spawn_blocking(move || tsdb.housekeeping(now)).await {
                 Ok(Ok(r)) => tracing::info!(
                     heads_sealed = r.heads_sealed,
+                    heads_relogged = r.heads_relogged,
                     chunks_expired = r.chunks_expired,
                     log_rows_trimmed = r.log_rows_trimmed,
                     worst_step_ms = r.worst_step_us as f64 / 1000.0,

@@ -79,9 +79,9 @@ impl Index {
             return false;
         };
         p.len() == labels.pairs().len() * 2
-            && p.chunks_exact(2).zip(labels.pairs()).all(|(s, (k, v))| {
-                self.symbols.str(s[0]) == k && self.symbols.str(s[1]) == v
-            })
+            && p.chunks_exact(2)
+                .zip(labels.pairs())
+                .all(|(s, (k, v))| self.symbols.str(s[0]) == k && self.symbols.str(s[1]) == v)
     }
 
     pub(crate) fn get(&self, labels: &Labels) -> Option<SeriesId> {

@@ -107,6 +107,8 @@ pub struct TsdbStats {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct HousekeepingReport {
     pub heads_sealed: u64,
+    /// Heads whose unsealed samples were copied to a fresh log row (see `Relog`).
+    pub heads_relogged: u64,
     pub chunks_expired: u64,
     pub log_rows_trimmed: u64,
     /// Longest step, microseconds: the worst time ingest waited on housekeeping.
@@ -139,6 +141,9 @@ pub(crate) struct Shared {
     /// ranges consult the rollups. `i64::MIN` until retention first deleted something.
     pub(crate) raw_floor: AtomicI64,
     readers: Mutex<Vec<Connection>>,
+    /// The log seq at the previous housekeeping pass: heads still pinning rows below it
+    /// are relogged by the next pass, so the log spans at most about two passes.
+    log_mark: AtomicU64,
 }
 
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -162,6 +167,8 @@ pub(crate) fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
 const VACUUM_JOBS_PER_PASS: usize = 64;
 /// At close: everything up to 1 GiB.
 const VACUUM_JOBS_AT_CLOSE: usize = 512;
+/// Heads copied into one log row by a relog step.
+const RELOG_HEADS_PER_ROW: usize = 4096;
 
 pub struct Tsdb {
     shared: Arc<Shared>,
@@ -179,7 +186,12 @@ impl Drop for Tsdb {
         // replays it. Closing the channel ends the writer after the jobs already sent.
         if self.jobs.is_some() && lock(&self.shared.failed).is_none() {
             let mut report = HousekeepingReport::default();
-            if let Err(e) = self.trim_and_vacuum(&mut report, VACUUM_JOBS_AT_CLOSE) {
+            // Every unsealed sample into fresh rows, so all older rows can go: the file
+            // left behind holds chunks and one compact copy of the heads.
+            let compacted = self
+                .relog(u64::MAX, &mut report)
+                .and_then(|()| self.trim_and_vacuum(&mut report, VACUUM_JOBS_AT_CLOSE));
+            if let Err(e) = compacted {
                 tracing::warn!(error = %e, "tsdb: compaction at close");
             }
         }
@@ -297,6 +309,7 @@ impl Tsdb {
             failed: Mutex::new(None),
             raw_floor: AtomicI64::new(raw_floor),
             readers: Mutex::new(Vec::new()),
+            log_mark: AtomicU64::new(0),
         });
         shared
             .counters
@@ -775,9 +788,40 @@ impl Tsdb {
                 &mut report,
             )?;
         }
+        let mark = self.shared.log_mark.load(Ordering::Relaxed);
+        self.relog(mark, &mut report)?;
         self.trim_and_vacuum(&mut report, VACUUM_JOBS_PER_PASS)?;
         self.record_self(now_ms)?;
+        let next = self.maintain(Maintenance::NextSeq, &mut report)?;
+        self.shared.log_mark.store(next, Ordering::Relaxed);
         Ok(report)
+    }
+
+    /// Copies the unsealed samples of every head whose oldest log row is below `below` into
+    /// fresh log rows (a few thousand heads per row).
+    fn relog(&self, below: u64, report: &mut HousekeepingReport) -> Result<(), TsdbError> {
+        let pinning: Vec<SeriesId> = {
+            let heads = read_lock(&self.shared.heads);
+            heads
+                .iter()
+                .enumerate()
+                .filter(|(_, h)| {
+                    let s = lock(h).first_log_seq;
+                    s != 0 && s < below
+                })
+                .map(|(i, _)| i as SeriesId)
+                .collect()
+        };
+        for ids in pinning.chunks(RELOG_HEADS_PER_ROW) {
+            report.heads_relogged += self.maintain(
+                Maintenance::Relog {
+                    ids: ids.to_vec(),
+                    below,
+                },
+                report,
+            )?;
+        }
+        Ok(())
     }
 
     /// Deletes every log row whose samples are all sealed, then returns free pages to the
@@ -1022,6 +1066,78 @@ mod tests {
         let db = Tsdb::open(dir.path()).unwrap();
         // The samples, and the 7 of the store's own counters.
         assert_eq!(count(&db), 36_007);
+    }
+
+    fn log_rows(dir: &Path) -> i64 {
+        rusqlite::Connection::open(dir.join(db::FILE_NAME))
+            .unwrap()
+            .query_row("SELECT count(*) FROM ingest_log", [], |r| r.get(0))
+            .unwrap()
+    }
+
+    /// A sparse series (one sample per pass) must not pin the log: its samples move to a
+    /// fresh row, the rows of sealed series go, and nothing is lost across a crash-like
+    /// reopen (the store is leaked, not closed, so only the log can restore the heads).
+    #[test]
+    fn a_sparse_series_does_not_pin_the_ingest_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Tsdb::open_with(dir.path(), small(10)).unwrap();
+        let ids = db
+            .resolve(&[labels("sparse", "a"), labels("dense", "a")])
+            .unwrap();
+        let mut t = 0;
+        for pass in 0..3 {
+            db.append(&[(ids[0], t, pass as f64)]).unwrap();
+            for _ in 0..40 {
+                t += 1000;
+                db.append(&[(ids[1], t, t as f64)]).unwrap();
+            }
+            // Housekeeping at a time that seals nothing by age.
+            db.housekeeping(t).unwrap();
+        }
+        // 120 dense appends made 120 rows; the sparse head pinned all of them before.
+        let rows = log_rows(dir.path());
+        assert!(rows < 60, "{rows} log rows left");
+        std::mem::forget(db);
+        let db = Tsdb::open(dir.path()).unwrap();
+        let sparse = db
+            .select(&[Matcher::equal("__name__", "sparse")], 0, i64::MAX)
+            .unwrap();
+        assert_eq!(
+            sparse[0].samples,
+            vec![(0, 0.0), (40_000, 1.0), (80_000, 2.0)]
+        );
+        let dense = db
+            .select(&[Matcher::equal("__name__", "dense")], 0, i64::MAX)
+            .unwrap();
+        assert_eq!(dense[0].samples.len(), 120);
+    }
+
+    /// A clean close leaves one compact log row per few thousand unsealed heads.
+    #[test]
+    fn close_compacts_the_log_to_the_unsealed_samples() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let db = Tsdb::open_with(dir.path(), small(1000)).unwrap();
+            let ids = db
+                .resolve(
+                    &(0..50)
+                        .map(|i| labels("m", &format!("h{i}")))
+                        .collect::<Vec<_>>(),
+                )
+                .unwrap();
+            for step in 0..30i64 {
+                let batch: Vec<_> = ids
+                    .iter()
+                    .map(|&id| (id, step * 1000, step as f64))
+                    .collect();
+                db.append(&batch).unwrap();
+            }
+            assert_eq!(log_rows(dir.path()), 30);
+        }
+        assert_eq!(log_rows(dir.path()), 1);
+        let db = Tsdb::open(dir.path()).unwrap();
+        assert_eq!(count(&db), 50 * 30);
     }
 
     #[test]

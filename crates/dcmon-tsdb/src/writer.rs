@@ -45,6 +45,12 @@ pub(crate) enum Maintenance {
     /// Give up to `VACUUM_PAGES_PER_JOB` free pages back to the file system; answers how
     /// many free pages are left.
     Vacuum,
+    /// Copy the unsealed samples of these heads, where their oldest log row is below
+    /// `below`, into one new log row, so the old rows can be trimmed: a sparse series
+    /// must not pin the whole log until its head fills. Answers how many heads moved.
+    Relog { ids: Vec<SeriesId>, below: u64 },
+    /// Answers the seq the next log row will get (a mark for the next `Relog`).
+    NextSeq,
 }
 
 /// Pages (4 KiB) returned to the file system per maintenance job: 2 MiB, so ingest
@@ -516,9 +522,49 @@ impl Writer {
         }
         let path = self.shared.path.clone();
         let err = sqlite_err(&path);
+        if matches!(m, Maintenance::NextSeq) {
+            return Ok(self.next_seq);
+        }
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
         let mut sealed = Vec::new();
+        let mut relogged: Option<(u64, Vec<SeriesId>)> = None;
         let result = match m {
+            Maintenance::NextSeq => Ok(self.next_seq),
+            Maintenance::Relog { ids, below } => (|| {
+                let mut log = LogEncoder::new();
+                let mut moved = Vec::new();
+                {
+                    let heads = read_lock(&self.shared.heads);
+                    for id in ids {
+                        let Some(slot) = heads.get(id as usize) else {
+                            continue;
+                        };
+                        let h = lock(slot);
+                        if h.first_log_seq == 0 || h.first_log_seq >= below {
+                            continue;
+                        }
+                        for &(t, v) in &h.ooo {
+                            log.push(id, t, v);
+                        }
+                        for (t, v) in h.samples.iter() {
+                            log.push(id, t, v);
+                        }
+                        moved.push(id);
+                    }
+                }
+                if moved.is_empty() {
+                    return Ok(0);
+                }
+                let seq = self.next_seq;
+                self.conn
+                    .prepare_cached("INSERT INTO ingest_log (seq, data) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![seq as i64, log.bytes()]))
+                    .map_err(&err)?;
+                self.next_seq += 1;
+                let n = moved.len() as u64;
+                relogged = Some((seq, moved));
+                Ok(n)
+            })(),
             Maintenance::Seal(ids) => (|| {
                 for id in ids {
                     if let Some(s) = self.seal(id, self.next_seq - 1)? {
@@ -573,6 +619,16 @@ impl Writer {
         match result.and_then(|n| self.conn.execute_batch("COMMIT").map(|()| n).map_err(&err)) {
             Ok(n) => {
                 self.finish_seals(sealed);
+                if let Some((seq, ids)) = relogged {
+                    // Their samples are all in row `seq` now: older rows no longer hold
+                    // anything only they have.
+                    let heads = read_lock(&self.shared.heads);
+                    for id in ids {
+                        if let Some(slot) = heads.get(id as usize) {
+                            lock(slot).first_log_seq = seq;
+                        }
+                    }
+                }
                 Ok(n)
             }
             Err(e) => {

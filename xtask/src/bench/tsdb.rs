@@ -117,20 +117,7 @@ impl Peer {
 pub fn run(args: &[String]) -> Result<()> {
     let opts = Opts::parse(args)?;
     if cfg!(debug_assertions) {
-        // The load generator competes with the servers for 2 cores: it must be optimised.
-        let mut c = super::super::cargo();
-        c.args([
-            "run",
-            "--release",
-            "--quiet",
-            "-p",
-            "xtask",
-            "--",
-            "bench",
-            "tsdb",
-        ])
-        .args(args);
-        return super::super::run(c);
+        return super::reexec_release("tsdb", args);
     }
     if opts.peers.contains(&Peer::Dcmon) {
         let mut build = super::super::cargo();
@@ -496,7 +483,7 @@ impl Drop for Server {
 }
 
 /// The release `dcmon` that `run` built (honours `CARGO_TARGET_DIR`).
-fn dcmon_binary() -> PathBuf {
+pub(super) fn dcmon_binary() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| super::super::root().join("target"))
@@ -664,7 +651,7 @@ fn start(peer: Peer, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Server>
     Ok(server)
 }
 
-fn pid_cpu_seconds(pid: u32) -> Result<f64> {
+pub(super) fn pid_cpu_seconds(pid: u32) -> Result<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
     // Fields after the parenthesised command name; utime and stime are 14 and 15.
     let rest = stat
@@ -676,7 +663,7 @@ fn pid_cpu_seconds(pid: u32) -> Result<f64> {
     Ok(ticks as f64 / 100.0)
 }
 
-fn pid_status_kib(pid: u32, key: &str) -> Result<u64> {
+pub(super) fn pid_status_kib(pid: u32, key: &str) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     status
         .lines()

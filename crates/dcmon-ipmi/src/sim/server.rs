@@ -431,6 +431,60 @@ mod tests {
         fleet.shutdown().await;
     }
 
+    /// Many sessions over two pooled sockets: every one authenticates and reads its own
+    /// BMC, answers never cross between sessions, and a silent BMC times out alone.
+    #[tokio::test]
+    async fn pooled_sessions_share_sockets_and_keep_their_answers_apart() {
+        use crate::client;
+        use crate::transport::lan::{LanConfig, LanPool};
+        let n = 24;
+        let base = free_ports(n);
+        let fleet = Fleet::start(config(n, base)).await.unwrap();
+        fleet.execute(parse("fault 5 silent on").unwrap()).await;
+        let pool = LanPool::new(2, false).await.unwrap();
+        let mut sessions = Vec::new();
+        for addr in fleet.addrs() {
+            let mut c = LanConfig::new("127.0.0.1", "admin", "admin");
+            c.port = addr.port();
+            c.timeout = Duration::from_millis(800);
+            c.attempts = 2;
+            sessions.push(std::sync::Arc::new(pool.session(c).await.unwrap()));
+        }
+        assert_eq!(pool.sessions(), n);
+        // A second session to the same BMC goes to the other socket; a third has none.
+        let mut again = LanConfig::new("127.0.0.1", "admin", "admin");
+        again.port = fleet.addrs()[0].port();
+        let second = pool.session(again.clone()).await.unwrap();
+        assert!(pool.session(again).await.is_err());
+        drop(second);
+        let mut tasks = tokio::task::JoinSet::new();
+        for (i, s) in sessions.iter().enumerate() {
+            let s = s.clone();
+            tasks.spawn(async move {
+                let records = client::sdr_records(&*s).await;
+                let read = match records {
+                    Ok(r) => client::read_sensors(&*s, &r).await.map(|v| v.len()),
+                    Err(e) => Err(e),
+                };
+                (i, read)
+            });
+        }
+        let mut results: Vec<_> = tasks.join_all().await;
+        results.sort_by_key(|r| r.0);
+        for (i, r) in &results {
+            let i = *i;
+            match (i, r) {
+                (5, Err(crate::IpmiError::Timeout { .. })) => {}
+                (5, other) => panic!("silent BMC: {other:?}"),
+                (_, Ok(sensors)) => assert!(*sensors > 5, "BMC {i}: {sensors} sensors"),
+                (_, Err(e)) => panic!("BMC {i}: {e}"),
+            }
+        }
+        drop(sessions);
+        assert_eq!(pool.sessions(), 0);
+        fleet.shutdown().await;
+    }
+
     #[tokio::test]
     async fn a_taken_port_fails_the_start() {
         let base = free_ports(2);

@@ -3,8 +3,11 @@
 //! Privilege Level), encrypted and authenticated requests with retries inside a total
 //! time budget, re-opening a session the BMC dropped, and Close Session on drop.
 //!
-//! Each session owns one connected UDP socket and a few hundred bytes of state, so a
-//! poller can hold a thousand sessions; a session serves one request at a time.
+//! A session either owns one connected UDP socket ([`LanSession::connect`]) or shares
+//! the few sockets of a [`LanPool`] with many other sessions: a pool socket's receive
+//! task hands each datagram to the session whose BMC address sent it, so a poller holds
+//! thousands of sessions on a handful of file descriptors. A session is a few hundred
+//! bytes of state and serves one request at a time.
 
 use super::Transport;
 use crate::cmd::app;
@@ -17,10 +20,12 @@ use crate::rakp::{
 };
 use crate::session::{self, ReplayWindow, SequenceNumbers};
 use crate::{CodecError, IpmiError};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::UdpSocket;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, mpsc};
 use tokio::time::{Instant, timeout_at};
 
 /// Where and how to reach one BMC.
@@ -92,8 +97,190 @@ struct Established {
 /// One BMC reached over RMCP+. Connects lazily on the first request.
 pub struct LanSession {
     config: LanConfig,
-    socket: UdpSocket,
+    link: Link,
     state: Mutex<Option<Established>>,
+}
+
+/// How a session's datagrams travel.
+enum Link {
+    /// A connected socket of its own.
+    Own(UdpSocket),
+    /// One socket of a pool, and the datagrams its receive task routed to this session.
+    Shared {
+        socket: Arc<PoolSocket>,
+        peer: SocketAddr,
+        rx: Mutex<mpsc::Receiver<Vec<u8>>>,
+    },
+}
+
+impl Link {
+    async fn send(&self, d: &[u8]) -> std::io::Result<()> {
+        match self {
+            Link::Own(s) => s.send(d).await.map(drop),
+            Link::Shared { socket, peer, .. } => socket.socket.send_to(d, peer).await.map(drop),
+        }
+    }
+
+    fn try_send(&self, d: &[u8]) {
+        let _ = match self {
+            Link::Own(s) => s.try_send(d),
+            Link::Shared { socket, peer, .. } => socket.socket.try_send_to(d, *peer),
+        };
+    }
+
+    async fn recv(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        match self {
+            Link::Own(s) => s.recv(buf).await,
+            Link::Shared { rx, .. } => {
+                let d = rx.lock().await.recv().await.ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the pool was closed")
+                })?;
+                let n = d.len().min(buf.len());
+                buf[..n].copy_from_slice(&d[..n]);
+                Ok(n)
+            }
+        }
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        if let Link::Shared { socket, peer, .. } = self {
+            socket.routes().remove(peer);
+        }
+    }
+}
+
+/// Datagrams waiting per pooled session before more are dropped (a session has one
+/// request in flight; the extra room absorbs late duplicates).
+const POOL_QUEUE: usize = 8;
+
+/// One socket of a [`LanPool`] and where its datagrams go.
+struct PoolSocket {
+    socket: Arc<UdpSocket>,
+    routes: std::sync::Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>>,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+impl PoolSocket {
+    fn routes(&self) -> std::sync::MutexGuard<'_, HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl Drop for PoolSocket {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+/// A few UDP sockets shared by many sessions. Each BMC address is served by at most one
+/// session per socket, so the source address of a datagram names its session.
+pub struct LanPool {
+    sockets: Vec<Arc<PoolSocket>>,
+}
+
+impl LanPool {
+    /// Binds `sockets` UDP sockets on the unspecified address (IPv6 when `ipv6`, for
+    /// BMCs reached over IPv6; else IPv4). Needs a tokio runtime: each socket gets a
+    /// receive task.
+    pub async fn new(sockets: usize, ipv6: bool) -> std::io::Result<Self> {
+        let mut out = Vec::with_capacity(sockets.max(1));
+        for _ in 0..sockets.max(1) {
+            let local: SocketAddr = if ipv6 {
+                ([0u16; 8], 0).into()
+            } else {
+                ([0, 0, 0, 0], 0).into()
+            };
+            let socket = Arc::new(UdpSocket::bind(local).await?);
+            let routes: std::sync::Mutex<HashMap<SocketAddr, mpsc::Sender<Vec<u8>>>> =
+                std::sync::Mutex::default();
+            let pool_socket = Arc::new_cyclic(|weak: &std::sync::Weak<PoolSocket>| {
+                let weak = weak.clone();
+                let rx_socket = socket.clone();
+                let receiver = tokio::spawn(async move {
+                    let mut buf = vec![0u8; 2048];
+                    loop {
+                        let Ok((n, from)) = rx_socket.recv_from(&mut buf).await else {
+                            // ICMP errors surface here on some systems: keep serving.
+                            tokio::task::yield_now().await;
+                            continue;
+                        };
+                        let Some(me) = weak.upgrade() else { return };
+                        let route = me.routes().get(&from).cloned();
+                        if let Some(tx) = route {
+                            // A full queue means a stale or flooding peer: drop it.
+                            let _ = tx.try_send(buf[..n].to_vec());
+                        }
+                    }
+                });
+                PoolSocket {
+                    socket,
+                    routes,
+                    receiver,
+                }
+            });
+            out.push(pool_socket);
+        }
+        Ok(Self { sockets: out })
+    }
+
+    /// A session to the BMC of `config` over one of the pool's sockets (connects
+    /// lazily, as [`LanSession::connect`]).
+    pub async fn session(&self, config: LanConfig) -> Result<LanSession, IpmiError> {
+        let addr = resolve(&config).await?;
+        let (tx, rx) = mpsc::channel(POOL_QUEUE);
+        // The least loaded socket that does not serve this address yet.
+        let socket = self
+            .sockets
+            .iter()
+            .filter(|s| !s.routes().contains_key(&addr))
+            .min_by_key(|s| s.routes().len())
+            .cloned()
+            .ok_or_else(|| IpmiError::Io {
+                host: config.host.clone(),
+                context: "choosing a pool socket",
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AddrInUse,
+                    format!(
+                        "every socket of the pool already has a session to {addr}: close one or grow the pool"
+                    ),
+                ),
+            })?;
+        socket.routes().insert(addr, tx);
+        Ok(LanSession {
+            config,
+            link: Link::Shared {
+                socket,
+                peer: addr,
+                rx: Mutex::new(rx),
+            },
+            state: Mutex::new(None),
+        })
+    }
+
+    /// Sessions currently registered on the pool's sockets.
+    pub fn sessions(&self) -> usize {
+        self.sockets.iter().map(|s| s.routes().len()).sum()
+    }
+}
+
+async fn resolve(config: &LanConfig) -> Result<SocketAddr, IpmiError> {
+    tokio::net::lookup_host((config.host.as_str(), config.port))
+        .await
+        .map_err(|source| IpmiError::Io {
+            host: config.host.clone(),
+            context: "resolving the BMC address",
+            source,
+        })?
+        .next()
+        .ok_or_else(|| IpmiError::Io {
+            host: config.host.clone(),
+            context: "resolving the BMC address",
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
+        })
 }
 
 /// Why one attempt at an exchange failed.
@@ -133,15 +320,7 @@ impl LanSession {
                 source,
             }
         };
-        let addr: SocketAddr = tokio::net::lookup_host((config.host.as_str(), config.port))
-            .await
-            .map_err(io("resolving the BMC address"))?
-            .next()
-            .ok_or_else(|| IpmiError::Io {
-                host: config.host.clone(),
-                context: "resolving the BMC address",
-                source: std::io::Error::new(std::io::ErrorKind::NotFound, "no address"),
-            })?;
+        let addr = resolve(&config).await?;
         let local: SocketAddr = if addr.is_ipv4() {
             ([0, 0, 0, 0], 0).into()
         } else {
@@ -156,7 +335,7 @@ impl LanSession {
             .map_err(io("connecting the UDP socket"))?;
         Ok(LanSession {
             config,
-            socket,
+            link: Link::Own(socket),
             state: Mutex::new(None),
         })
     }
@@ -195,7 +374,7 @@ impl LanSession {
                 break;
             }
             let attempt_end = (now + self.config.per_attempt()).min(deadline);
-            if let Err(e) = self.socket.send(&datagram()).await {
+            if let Err(e) = self.link.send(&datagram()).await {
                 return Err(Miss::Fatal(IpmiError::Io {
                     host: self.config.host.clone(),
                     context: "sending to the BMC",
@@ -203,7 +382,7 @@ impl LanSession {
                 }));
             }
             loop {
-                match timeout_at(attempt_end, self.socket.recv(&mut buf)).await {
+                match timeout_at(attempt_end, self.link.recv(&mut buf)).await {
                     Err(_) => break,
                     // ICMP port unreachable and the like: the BMC is not there (yet).
                     Ok(Err(_)) => {
@@ -369,7 +548,7 @@ impl LanSession {
                 auth_code: Vec::new(),
             };
             let _ = self
-                .socket
+                .link
                 .send(&session::unauthenticated(
                     PayloadType::Rakp3,
                     &refuse.encode(),
@@ -519,7 +698,7 @@ impl Drop for LanSession {
                 &body,
                 random::<16>(),
             );
-            let _ = self.socket.try_send(&d);
+            self.link.try_send(&d);
         }
     }
 }
