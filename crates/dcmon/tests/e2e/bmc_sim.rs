@@ -344,6 +344,121 @@ fn dcmon_ipmi_reports_garbage_slow_and_silent_bmcs_within_its_budget() {
     );
 }
 
+/// `dcmon ipmi` and ipmitool agree on the simulator over both cipher suites, and our
+/// OEM fan writes are what ipmitool reads back; a duty below the vendor minimum is refused
+/// before anything is sent, and a newer iDRAC's refusal is explained plainly.
+#[test]
+fn dcmon_ipmi_agrees_with_ipmitool_and_its_fan_writes_read_back() {
+    have_ipmitool();
+    let sim = Sim::start(1, &[]);
+    let target = format!("127.0.0.1:{}", sim.port);
+    let ours = |target: &str, suite: &str, args: &[&str]| -> Output {
+        Command::new(dcmon())
+            .env_remove("RUST_BACKTRACE")
+            .args([
+                "ipmi", "-H", target, "-U", "admin", "-P", "s3cret", "-C", suite,
+            ])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let ok = |o: Output| -> String {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let field = |text: &str, name: &str| -> String {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} in:\n{text}"))
+            .split_once(':')
+            .map(|(_, v)| v.trim().to_owned())
+            .unwrap_or_default()
+    };
+    for suite in ["3", "17"] {
+        let theirs = sdr_rows(&sim.ok(suite, &["sdr", "list"]));
+        let mine = sdr_rows(&ok(ours(&target, suite, &["sdr", "list"])));
+        let names = |rows: &[(String, String, String)]| -> Vec<String> {
+            rows.iter().map(|r| r.0.clone()).collect()
+        };
+        assert_eq!(names(&mine), names(&theirs), "-C {suite} sensor names");
+        for ((name, v_ours, _), (_, v_theirs, _)) in mine.iter().zip(&theirs) {
+            let unit = |v: &str| v.split_once(' ').map(|(_, u)| u.to_owned());
+            assert_eq!(unit(v_ours), unit(v_theirs), "-C {suite} {name}: unit");
+            if let (Ok(a), Ok(b)) = (
+                v_ours.split(' ').next().unwrap().parse::<f64>(),
+                v_theirs.split(' ').next().unwrap().parse::<f64>(),
+            ) {
+                // The thermal model moves between the two reads: close, not equal.
+                assert!(
+                    (a - b).abs() <= 0.15 * a.abs().max(b.abs()).max(1.0),
+                    "-C {suite} {name}: {a} vs {b}"
+                );
+            }
+        }
+        let (theirs, mine) = (
+            sim.ok(suite, &["mc", "info"]),
+            ok(ours(&target, suite, &["mc", "info"])),
+        );
+        for f in [
+            "Device ID",
+            "Firmware Revision",
+            "IPMI Version",
+            "Manufacturer ID",
+        ] {
+            assert_eq!(field(&mine, f), field(&theirs, f), "-C {suite} mc info {f}");
+        }
+        // ipmitool appends its Supermicro OEM suffix to sensor-specific events even when
+        // it is empty ("... boot event ()"); we print no empty parentheses.
+        let events = |t: &str| -> Vec<String> {
+            t.lines()
+                .map(|l| {
+                    l.split('|')
+                        .skip(3)
+                        .map(|f| f.trim().trim_end_matches(" ()"))
+                        .collect::<Vec<_>>()
+                        .join("|")
+                })
+                .collect()
+        };
+        let (theirs, mine) = (
+            sim.ok(suite, &["sel", "list"]),
+            ok(ours(&target, suite, &["sel", "list"])),
+        );
+        assert_eq!(events(&mine), events(&theirs), "-C {suite} sel list");
+    }
+
+    ok(ours(&target, "17", &["fan", "mode", "full"]));
+    assert_eq!(sim.ok("3", &["raw", "0x30", "0x45", "0x00"]).trim(), "01");
+    ok(ours(&target, "3", &["fan", "zone", "1", "50"]));
+    assert_eq!(
+        sim.ok("17", &["raw", "0x30", "0x70", "0x66", "0x00", "0x01"])
+            .trim(),
+        "32"
+    );
+    let low = ours(&target, "3", &["fan", "zone", "1", "10"]);
+    let err = String::from_utf8_lossy(&low.stderr);
+    assert!(
+        !low.status.success() && err.contains("below") && err.contains("25 %"),
+        "{err}"
+    );
+    assert_eq!(
+        sim.ok("17", &["raw", "0x30", "0x70", "0x66", "0x00", "0x01"])
+            .trim(),
+        "32"
+    );
+    ok(ours(&target, "17", &["fan", "mode", "standard"]));
+    assert_eq!(sim.ok("3", &["raw", "0x30", "0x45", "0x00"]).trim(), "00");
+
+    let dell = Sim::start(1, &["--vendor", "dell", "--idrac-refuses-manual-fans"]);
+    let refused = ours(
+        &format!("127.0.0.1:{}", dell.port),
+        "17",
+        &["fan", "mode", "full"],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && err.contains("3.34"), "{err}");
+}
+
 #[test]
 fn one_process_serves_three_bmcs_on_consecutive_ports() {
     if !have_ipmitool() {
