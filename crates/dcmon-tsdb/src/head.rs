@@ -4,7 +4,15 @@
 //! into the already sealed range.
 
 use crate::headbuf::SampleBuf;
-use std::sync::Arc;
+
+/// Sealed samples a head keeps in memory: 32 cover Prometheus' 5-minute lookback at a
+/// 10 s interval, for 60–120 bytes.
+pub(crate) const TAIL_SAMPLES: usize = 32;
+
+/// The last [`TAIL_SAMPLES`] of `samples` (ascending), compressed.
+pub(crate) fn tail_of(samples: &[(i64, f64)]) -> SampleBuf {
+    SampleBuf::from_slice(&samples[samples.len().saturating_sub(TAIL_SAMPLES)..])
+}
 
 /// What became of one offered sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,8 +44,9 @@ pub(crate) struct Head {
     pub(crate) sealed_log_seq: u64,
     /// Seq of the oldest log row holding an unsealed sample of this series; 0 when none.
     pub(crate) first_log_seq: u64,
-    /// A copy of the newest sealed chunk, so recent reads never need the database.
-    pub(crate) last_chunk: Option<Arc<[u8]>>,
+    /// The newest sealed samples (up to [`TAIL_SAMPLES`]), compressed, so instant
+    /// queries and short windows over recently sealed data never need the database.
+    pub(crate) tail: SampleBuf,
 }
 
 impl Head {

@@ -269,9 +269,13 @@ impl Tsdb {
                 let id: i64 = r.get(0).map_err(&err)?;
                 if let Some(h) = heads.get_mut(id as usize) {
                     let data: Vec<u8> = r.get(1).map_err(&err)?;
-                    h.get_mut()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .last_chunk = Some(data.into());
+                    // A damaged newest chunk leaves no tail: reads go to the file and
+                    // report the damage there.
+                    if let Ok((ts, vs)) = dcmon_chunk::decode(&data) {
+                        let samples: Vec<(i64, f64)> = ts.into_iter().zip(vs).collect();
+                        h.get_mut().unwrap_or_else(PoisonError::into_inner).tail =
+                            crate::head::tail_of(&samples);
+                    }
                 }
             }
         }
@@ -458,7 +462,8 @@ impl Tsdb {
             labels: Labels,
             head: Vec<(i64, f64)>,
             sealed_max: Option<i64>,
-            last_chunk: Option<Arc<[u8]>>,
+            tail: Vec<(i64, f64)>,
+            tail_from: Option<i64>,
         }
         let mut pending = Vec::with_capacity(series.len());
         {
@@ -476,7 +481,15 @@ impl Tsdb {
                     labels,
                     head,
                     sealed_max: sealed,
-                    last_chunk: sealed.and(h.last_chunk.clone()),
+                    tail_from: sealed.and(h.tail.first_time()),
+                    tail: match (sealed, h.tail.first_time()) {
+                        (Some(_), Some(first)) if first <= start_ms => {
+                            let mut t = Vec::new();
+                            h.tail.read(start_ms, end_ms, &mut t);
+                            t
+                        }
+                        _ => Vec::new(),
+                    },
                 });
             }
         }
@@ -489,10 +502,7 @@ impl Tsdb {
             let mut samples = Vec::new();
             if let Some(sealed_max) = p.sealed_max {
                 let to = end_ms.min(sealed_max);
-                let from_memory = p
-                    .last_chunk
-                    .as_deref()
-                    .filter(|c| dcmon_chunk::info(c).is_ok_and(|i| i.min_t <= start_ms));
+                let from_memory = p.tail_from.is_some_and(|first| first <= start_ms);
                 let mut decode = |data: &[u8], min_t: i64, max_t: i64| {
                     ts.clear();
                     vs.clear();
@@ -520,8 +530,8 @@ impl Tsdb {
                     }
                 };
                 match from_memory {
-                    Some(c) => decode(c, start_ms, to),
-                    None => {
+                    true => samples.extend(p.tail.iter().copied().filter(|s| s.0 <= to)),
+                    false => {
                         let conn = self.reader(&mut reader)?;
                         let rows = db::chunks_in(conn, p.id, start_ms, to)
                             .map_err(sqlite_err(&self.shared.path))?;
@@ -1360,6 +1370,38 @@ mod tests {
         assert_eq!(data[0].samples.len(), 20);
         assert_eq!(data[1].samples.len(), 30);
         assert_eq!(db.stats().unwrap().corrupt_chunks, 1);
+    }
+
+    /// Recent windows are answered from the head's in-memory tail: with the newest chunk
+    /// damaged on disk after the store opened, a read of its last samples still works
+    /// without touching the file, while a wider read finds and reports the damage.
+    #[test]
+    fn recent_sealed_samples_are_served_from_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Tsdb::open_with(dir.path(), small(40)).unwrap();
+        let id = db.resolve(&[labels("m", "a")]).unwrap()[0];
+        for i in 0..80 {
+            db.append(&[(id, i * 1000, i as f64)]).unwrap();
+        }
+        let conn = Connection::open(dir.path().join(db::FILE_NAME)).unwrap();
+        conn.execute(
+            "UPDATE chunks SET data = CAST(substr(data, 1, 30) || X'FF' || substr(data, 32) AS BLOB)
+             WHERE series_id = ?1 AND min_t = 40000",
+            params![id],
+        )
+        .unwrap();
+        drop(conn);
+        // The newest 32 sealed samples: 48..=79 s.
+        let (recent, warnings) = db.select_with_warnings(&[], 50_000, 79_000).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(recent[0].samples.len(), 30);
+        assert_eq!(recent[0].samples[0], (50_000, 50.0));
+        let (_, warnings) = db.select_with_warnings(&[], 30_000, 79_000).unwrap();
+        assert_eq!(
+            warnings.len(),
+            1,
+            "the wider read goes to the damaged chunk"
+        );
     }
 
     #[test]

@@ -78,7 +78,8 @@ struct Sealed {
     head_samples: usize,
     ooo_samples: usize,
     sealed_max: Option<i64>,
-    last_chunk: Option<Arc<[u8]>>,
+    /// The head's new tail, when the seal changed the newest sealed samples.
+    tail: Option<SampleBuf>,
 }
 
 type JobResult<T> = Result<Result<T, TsdbError>, TsdbError>;
@@ -379,7 +380,7 @@ impl Writer {
             head_samples: head.samples.len(),
             ooo_samples: head.ooo.len(),
             sealed_max: head.sealed_max,
-            last_chunk: head.last_chunk.clone(),
+            tail: None,
         };
         let mut newest_rewritten = false;
         if !head.ooo.is_empty() {
@@ -391,12 +392,19 @@ impl Writer {
             let size = lock(&self.shared.options).chunk_samples.max(1);
             let samples = head.samples.to_vec();
             for piece in samples.chunks(size) {
-                let bytes = db::insert_chunk(&self.conn, id, piece).map_err(&err)?;
-                sealed.last_chunk = Some(bytes.into());
+                db::insert_chunk(&self.conn, id, piece).map_err(&err)?;
             }
             sealed.sealed_max = Some(last.0);
+            sealed.tail = Some(if samples.len() >= crate::head::TAIL_SAMPLES {
+                crate::head::tail_of(&samples)
+            } else {
+                // A short seal: the tail continues the previous one.
+                let mut joined = head.tail.to_vec();
+                joined.extend_from_slice(&samples);
+                crate::head::tail_of(&joined)
+            });
         } else if newest_rewritten {
-            sealed.last_chunk = self
+            let newest = self
                 .conn
                 .query_row(
                     "SELECT data FROM chunks WHERE series_id = ?1 ORDER BY min_t DESC LIMIT 1",
@@ -404,8 +412,15 @@ impl Writer {
                     |r| r.get::<_, Vec<u8>>(0),
                 )
                 .optional()
-                .map_err(&err)?
-                .map(Arc::from);
+                .map_err(&err)?;
+            sealed.tail = Some(
+                newest
+                    .and_then(|d| dcmon_chunk::decode(&d).ok())
+                    .map(|(ts, vs)| {
+                        crate::head::tail_of(&ts.into_iter().zip(vs).collect::<Vec<_>>())
+                    })
+                    .unwrap_or_default(),
+            );
         }
         self.conn
             .prepare_cached(
@@ -501,7 +516,9 @@ impl Writer {
             head.samples.drain_front(s.head_samples);
             head.ooo.drain(..s.ooo_samples);
             head.sealed_max = s.sealed_max;
-            head.last_chunk = s.last_chunk;
+            if let Some(tail) = s.tail {
+                head.tail = tail;
+            }
             head.sealed_log_seq = self.next_seq - 1;
             if !head.is_unsealed() {
                 head.first_log_seq = 0;
@@ -714,6 +731,7 @@ impl Writer {
                 }
             }
             let last_min = expired[expired.len() - 1].min_t;
+            let last_max = expired[expired.len() - 1].max_t;
             self.conn
                 .prepare_cached("DELETE FROM chunks WHERE series_id = ?1 AND min_t <= ?2")
                 .and_then(|mut s| s.execute(params![id, last_min]))
@@ -724,15 +742,11 @@ impl Writer {
                 )
                 .and_then(|mut s| s.execute(params![id, samples.len() as i64]))
                 .map_err(&err)?;
-            // The in-memory copy of the newest chunk must not outlive the chunk.
+            // The in-memory tail must not outlive the chunks it copies.
             if let Some(slot) = read_lock(&self.shared.heads).get(id as usize) {
                 let mut head = lock(slot);
-                let expired_copy = head
-                    .last_chunk
-                    .as_deref()
-                    .is_some_and(|c| dcmon_chunk::info(c).is_ok_and(|i| i.min_t <= last_min));
-                if expired_copy {
-                    head.last_chunk = None;
+                if head.tail.first_time().is_some_and(|t| t <= last_max) {
+                    head.tail = SampleBuf::default();
                 }
             }
             let c = &self.shared.counters;

@@ -179,7 +179,25 @@ impl From<RoleArg> for Role {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `mi_option_purge_delay` in mimalloc 2's `mi_option_e` (the Rust binding names no
+/// constant for it). Its documented default is 10 ms, which is how the value is checked
+/// before it is changed.
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
+
+/// Returns freed memory to the system at once. mimalloc purges lazily, when the thread
+/// that freed allocates again; the server's worker threads go idle after a burst of
+/// ingest, and their freed pages would stay resident until the next burst.
+fn purge_freed_memory_at_once() {
+    // SAFETY: plain option getters/setters of the allocator in use; no memory involved.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        }
+    }
+}
+
 fn main() -> Result<()> {
+    purge_freed_memory_at_once();
     let cli = Cli::parse();
     let _ = rustls::crypto::ring::default_provider().install_default();
     match cli.command {
