@@ -195,13 +195,15 @@ impl Drop for Tsdb {
                 tracing::warn!(error = %e, "tsdb: compaction at close");
             }
         }
-        self.jobs.take();
-        if let Some(w) = self.writer.take() {
-            let _ = w.join();
-        }
+        // The checkpointer stops first: the writer's last act is a TRUNCATE checkpoint,
+        // which a concurrent checkpoint would make fail busy and leave the WAL behind.
         self.stop_checkpoints.take();
         if let Some(c) = self.checkpointer.take() {
             let _ = c.join();
+        }
+        self.jobs.take();
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
         }
     }
 }

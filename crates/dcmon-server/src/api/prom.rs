@@ -173,25 +173,97 @@ fn format_time(ms: i64) -> Value {
         .unwrap_or(Value::Null)
 }
 
+/// Query results are written straight into the response body: no JSON tree of thousands
+/// of small values is built and dropped for every query.
+struct ResultWriter(Vec<u8>);
+
+impl ResultWriter {
+    fn new(result_type: &str) -> Self {
+        let mut b = Vec::with_capacity(4096);
+        b.extend_from_slice(b"{\"status\":\"success\",\"data\":{\"resultType\":\"");
+        b.extend_from_slice(result_type.as_bytes());
+        b.extend_from_slice(b"\",\"result\":[");
+        Self(b)
+    }
+
+    fn string(&mut self, s: &str) {
+        // serde_json's escaping, without a tree.
+        let _ = serde_json::to_writer(&mut self.0, s);
+    }
+
+    fn time(&mut self, ms: i64) {
+        use std::io::Write;
+        if ms % 1000 == 0 {
+            let _ = write!(self.0, "{}", ms / 1000);
+        } else {
+            let _ = serde_json::to_writer(&mut self.0, &(ms as f64 / 1000.0));
+        }
+    }
+
+    fn point(&mut self, ms: i64, v: f64) {
+        self.0.push(b'[');
+        self.time(ms);
+        self.0.push(b',');
+        self.string(&format_value(v));
+        self.0.push(b']');
+    }
+
+    fn metric(&mut self, l: &Labels) {
+        self.0.extend_from_slice(b"{\"metric\":{");
+        for (i, (k, v)) in l.pairs().iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.string(k);
+            self.0.push(b':');
+            self.string(v);
+        }
+        self.0.push(b'}');
+    }
+
+    fn vector(mut self, t: i64, v: &[(Labels, f64)]) -> Response {
+        for (i, (l, x)) in v.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.metric(l);
+            self.0.extend_from_slice(b",\"value\":");
+            self.point(t, *x);
+            self.0.push(b'}');
+        }
+        self.finish()
+    }
+
+    fn matrix(mut self, m: &[SeriesData]) -> Response {
+        for (i, s) in m.iter().enumerate() {
+            if i > 0 {
+                self.0.push(b',');
+            }
+            self.metric(&s.labels);
+            self.0.extend_from_slice(b",\"values\":[");
+            for (j, (t, v)) in s.samples.iter().enumerate() {
+                if j > 0 {
+                    self.0.push(b',');
+                }
+                self.point(*t, *v);
+            }
+            self.0.extend_from_slice(b"]}");
+        }
+        self.finish()
+    }
+
+    fn finish(mut self) -> Response {
+        self.0.extend_from_slice(b"]}}");
+        ([(header::CONTENT_TYPE, "application/json")], self.0).into_response()
+    }
+}
+
 fn metric_json(l: &Labels) -> Value {
     let mut m = Map::new();
     for (k, v) in l.pairs() {
         m.insert(k.clone(), Value::String(v.clone()));
     }
     Value::Object(m)
-}
-
-fn matrix_json(data: &[SeriesData]) -> Value {
-    Value::Array(
-        data.iter()
-            .map(|s| {
-                json!({
-                    "metric": metric_json(&s.labels),
-                    "values": s.samples.iter().map(|(t, v)| json!([format_time(*t), format_value(*v)])).collect::<Vec<_>>(),
-                })
-            })
-            .collect(),
-    )
 }
 
 async fn blocking<T: Send + 'static>(
@@ -208,7 +280,7 @@ pub(super) async fn query(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, PromError> {
+) -> Result<Response, PromError> {
     require_role(&state, &headers, Role::Viewer).await?;
     let p = Params::read(&uri, &headers, &body);
     let q = p
@@ -226,13 +298,10 @@ pub(super) async fn query(
             json!({ "resultType": "scalar", "result": [format_time(t), format_value(v)] })
         }
         QueryValue::String(s) => json!({ "resultType": "string", "result": [format_time(t), s] }),
-        QueryValue::Vector(v) => json!({
-            "resultType": "vector",
-            "result": v.iter().map(|(l, x)| json!({ "metric": metric_json(l), "value": [format_time(t), format_value(*x)] })).collect::<Vec<_>>(),
-        }),
-        QueryValue::Matrix(m) => json!({ "resultType": "matrix", "result": matrix_json(&m) }),
+        QueryValue::Vector(v) => return Ok(ResultWriter::new("vector").vector(t, &v)),
+        QueryValue::Matrix(m) => return Ok(ResultWriter::new("matrix").matrix(&m)),
     };
-    Ok(success(data))
+    Ok(success(data).into_response())
 }
 
 pub(super) async fn query_range(
@@ -240,7 +309,7 @@ pub(super) async fn query_range(
     uri: Uri,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<Value>, PromError> {
+) -> Result<Response, PromError> {
     require_role(&state, &headers, Role::Viewer).await?;
     let p = Params::read(&uri, &headers, &body);
     let q = p
@@ -271,9 +340,7 @@ pub(super) async fn query_range(
     let expr = promql::parse(q)?;
     let tsdb = state.tsdb.clone();
     let m = blocking(move || Engine::default().range(&*tsdb, &expr, start, end, step)).await?;
-    Ok(success(
-        json!({ "resultType": "matrix", "result": matrix_json(&m) }),
-    ))
+    Ok(ResultWriter::new("matrix").matrix(&m))
 }
 
 fn match_groups(p: &Params) -> Result<Vec<Vec<Matcher>>, PromError> {
