@@ -52,13 +52,7 @@ pub(crate) fn eval(ctx: &Ctx<'_>, a: &AggregateExpr, times: &[i64]) -> Result<Va
         }
         "quantile" => {
             let q = scalar_param(&op)?;
-            let mut out: Vec<Series> = groups
-                .into_iter()
-                .map(|labels| Series {
-                    labels,
-                    vals: vec![None; n],
-                })
-                .collect();
+            let mut out: Vec<Series> = groups.into_iter().map(|l| Series::empty(l, n)).collect();
             let mut values: Vec<Vec<f64>> = vec![Vec::new(); out.len()];
             for (i, &q) in q.iter().enumerate().take(n) {
                 values.iter_mut().for_each(Vec::clear);
@@ -122,13 +116,7 @@ struct Acc {
 /// The aggregations that fold each group's values into one, with Prometheus 2.x's
 /// arithmetic (incremental mean for `avg`, Welford for `stddev`/`stdvar`).
 fn simple(op: &str, input: &[Series], gid: &[usize], groups: Vec<Labels>, n: usize) -> Vec<Series> {
-    let mut out: Vec<Series> = groups
-        .into_iter()
-        .map(|labels| Series {
-            labels,
-            vals: vec![None; n],
-        })
-        .collect();
+    let mut out: Vec<Series> = groups.into_iter().map(|l| Series::empty(l, n)).collect();
     let mut acc = vec![Acc::default(); out.len()];
     for i in 0..n {
         acc.fill(Acc::default());

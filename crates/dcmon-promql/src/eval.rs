@@ -97,12 +97,8 @@ impl Engine {
             Val::Vector(series) => series
                 .into_iter()
                 .map(|s| SeriesData {
+                    samples: s.points(&times),
                     labels: s.labels,
-                    samples: times
-                        .iter()
-                        .zip(s.vals)
-                        .filter_map(|(t, v)| v.map(|v| (*t, v)))
-                        .collect(),
                 })
                 .filter(|s| !s.samples.is_empty())
                 .collect(),
@@ -381,12 +377,8 @@ impl<'a> Ctx<'a> {
             Val::Vector(v) => v
                 .into_iter()
                 .map(|s| RangeSeries {
+                    samples: s.points(&inner),
                     labels: s.labels,
-                    samples: inner
-                        .iter()
-                        .zip(s.vals)
-                        .filter_map(|(t, v)| v.map(|v| (*t, v)))
-                        .collect(),
                 })
                 .filter(|s| !s.samples.is_empty())
                 .collect(),

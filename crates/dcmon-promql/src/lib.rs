@@ -22,6 +22,7 @@ use promql_parser::parser::Expr;
 use std::sync::Once;
 
 pub use eval::Engine;
+pub use value::format_float;
 
 /// Where series come from.
 pub trait Storage: Sync {

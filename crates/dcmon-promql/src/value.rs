@@ -18,6 +18,25 @@ pub(crate) struct Series {
     pub vals: Vec<Option<f64>>,
 }
 
+impl Series {
+    /// A series with no value at any of `n` steps.
+    pub fn empty(labels: Labels, n: usize) -> Self {
+        Self {
+            labels,
+            vals: vec![None; n],
+        }
+    }
+
+    /// `(time, value)` at the steps that have a value.
+    pub fn points(&self, times: &[i64]) -> Vec<(i64, f64)> {
+        times
+            .iter()
+            .zip(&self.vals)
+            .filter_map(|(t, v)| v.map(|v| (*t, v)))
+            .collect()
+    }
+}
+
 /// One series of a range vector: its samples over the union of all windows.
 #[derive(Debug, Clone)]
 pub(crate) struct RangeSeries {
@@ -117,10 +136,7 @@ impl VecBuilder {
         }
         let i = self.out.len();
         self.index.insert(labels.clone(), i);
-        self.out.push(Series {
-            labels,
-            vals: vec![None; self.steps],
-        });
+        self.out.push(Series::empty(labels, self.steps));
         i
     }
 
@@ -201,8 +217,9 @@ pub(crate) fn is_label_name(s: &str) -> bool {
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
-/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`, as `count_values` labels use it.
-pub(crate) fn format_float(v: f64) -> String {
+/// Go's `strconv.FormatFloat(v, 'f', -1, 64)`: how Prometheus writes sample values in
+/// JSON and `count_values` labels.
+pub fn format_float(v: f64) -> String {
     if v.is_nan() {
         "NaN".into()
     } else if v == f64::INFINITY {

@@ -172,15 +172,96 @@ impl PinnedHttp {
     }
 }
 
-fn wait_healthy(http: &PinnedHttp, base: &str, server: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(30);
+/// Polls `url` until it answers 200; else panics with `what` and the process's log.
+fn wait_ok(http: &PinnedHttp, url: &str, what: &str, proc: &Proc, within: Duration) {
+    let deadline = Instant::now() + within;
     while Instant::now() < deadline {
-        if let Ok((200, _)) = http.get(&format!("{base}/healthz"), None) {
+        if let Ok((200, _)) = http.get(url, None) {
             return;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("server did not become healthy:\n{}", server.log());
+    panic!("{what}:\n{}", proc.log());
+}
+
+fn wait_healthy(http: &PinnedHttp, base: &str, server: &Proc) {
+    wait_ok(
+        http,
+        &format!("{base}/healthz"),
+        "server did not become healthy",
+        server,
+        Duration::from_secs(30),
+    );
+}
+
+/// A `dcmon server` on loopback with its config and data under `dir`, healthy, with a
+/// client pinned to its key and an operator API token.
+struct OperatorServer {
+    proc: Proc,
+    cfg: String,
+    base: String,
+    fingerprint: String,
+    http: PinnedHttp,
+    token: String,
+}
+
+impl OperatorServer {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let config = dir.join("server.yaml");
+        let data = dir.join("data");
+        write(
+            &config,
+            &format!("listen: 127.0.0.1:{port}\ndata_dir: {}\n", data.display()),
+        );
+        let cfg = config.to_str().unwrap().to_owned();
+        let proc = Self::spawn(&cfg);
+        let cert = data.join("tls/server.crt");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !cert.exists() {
+            assert!(Instant::now() < deadline, "no certificate:\n{}", proc.log());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let (fingerprint, _) = join_command(&stdout(&run(
+            Command::new(dcmon()).args(["enroll", "create", "--config", &cfg])
+        )));
+        let token =
+            stdout(&run(Command::new(dcmon()).args([
+                "token", "create", "--role", "operator", "--config", &cfg,
+            ])))
+            .trim()
+            .to_owned();
+        let http = PinnedHttp::new(&fingerprint);
+        let base = format!("https://127.0.0.1:{port}");
+        wait_healthy(&http, &base, &proc);
+        Self {
+            proc,
+            cfg,
+            base,
+            fingerprint,
+            http,
+            token,
+        }
+    }
+
+    fn spawn(cfg: &str) -> Proc {
+        Proc::spawn(
+            "dcmon server",
+            Command::new(dcmon()).args(["server", "--config", cfg]),
+        )
+    }
+
+    /// SIGKILL: no shutdown path runs.
+    fn kill(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+    }
+
+    /// Starts the server again on the same config (after the old process is gone).
+    fn restart(&mut self) {
+        self.proc = Self::spawn(&self.cfg);
+        wait_healthy(&self.http, &self.base, &self.proc);
+    }
 }
 
 /// Polls `query` until it returns a non-empty vector; returns the time it took.

@@ -151,18 +151,6 @@ fn parse_duration(name: &str, s: &str) -> Result<i64, PromError> {
         })
 }
 
-fn format_value(v: f64) -> String {
-    if v.is_nan() {
-        "NaN".into()
-    } else if v == f64::INFINITY {
-        "+Inf".into()
-    } else if v == f64::NEG_INFINITY {
-        "-Inf".into()
-    } else {
-        v.to_string()
-    }
-}
-
 /// Unix seconds as Prometheus writes them: an integer when whole, else a decimal.
 fn format_time(ms: i64) -> Value {
     if ms % 1000 == 0 {
@@ -204,7 +192,7 @@ impl ResultWriter {
         self.0.push(b'[');
         self.time(ms);
         self.0.push(b',');
-        self.string(&format_value(v));
+        self.string(&promql::format_float(v));
         self.0.push(b']');
     }
 
@@ -295,7 +283,7 @@ pub(super) async fn query(
     let value = blocking(move || Engine::default().instant(&*tsdb, &expr, t)).await?;
     let data = match value {
         QueryValue::Scalar(v) => {
-            json!({ "resultType": "scalar", "result": [format_time(t), format_value(v)] })
+            json!({ "resultType": "scalar", "result": [format_time(t), promql::format_float(v)] })
         }
         QueryValue::String(s) => json!({ "resultType": "string", "result": [format_time(t), s] }),
         QueryValue::Vector(v) => return Ok(ResultWriter::new("vector").vector(t, &v)),

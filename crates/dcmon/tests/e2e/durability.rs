@@ -2,15 +2,13 @@
 //! the server killed with SIGKILL in the middle, restarted; every sample that was answered
 //! 204 must be readable afterwards.
 
-use super::{
-    PinnedHttp, Proc, dcmon, form_encode, free_port, join_command, run, stdout, wait_healthy, write,
-};
+use super::{OperatorServer, PinnedHttp, dcmon, form_encode, run, stdout};
 use dcmon_wire::remote_write::{Label, Sample, TimeSeries, WriteRequest, encode};
 use std::collections::HashMap;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const WRITERS: usize = 4;
 const SERIES: usize = 50;
@@ -72,47 +70,15 @@ fn post(http: &PinnedHttp, url: &str, token: &str, body: Vec<u8>) -> Result<u16,
     })
 }
 
-fn start(cfg: &str) -> Proc {
-    Proc::spawn(
-        "dcmon server",
-        Command::new(dcmon()).args(["server", "--config", cfg]),
-    )
-}
-
 #[test]
 fn every_acknowledged_sample_survives_sigkill_mid_ingest() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let config = dir.path().join("server.yaml");
-    let data = dir.path().join("data");
-    write(
-        &config,
-        &format!("listen: 127.0.0.1:{port}\ndata_dir: {}\n", data.display()),
+    let mut server = OperatorServer::start(dir.path());
+    let (base, token, fingerprint) = (
+        server.base.clone(),
+        server.token.clone(),
+        server.fingerprint.clone(),
     );
-    let cfg = config.to_str().unwrap();
-    let server = start(cfg);
-    let base = format!("https://127.0.0.1:{port}");
-    let cert = data.join("tls/server.crt");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cert.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no certificate:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (fingerprint, _) = join_command(&stdout(&run(
-        Command::new(dcmon()).args(["enroll", "create", "--config", cfg])
-    )));
-    let token =
-        stdout(&run(Command::new(dcmon()).args([
-            "token", "create", "--role", "operator", "--config", cfg,
-        ])))
-        .trim()
-        .to_owned();
-    let http = PinnedHttp::new(&fingerprint);
-    wait_healthy(&http, &base, &server);
 
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -152,8 +118,8 @@ fn every_acknowledged_sample_survives_sigkill_mid_ingest() {
         .collect();
     std::thread::sleep(Duration::from_millis(2500));
     killed.store(true, Ordering::SeqCst);
-    // Drop sends SIGKILL: no shutdown path runs, heads are not sealed.
-    drop(server);
+    // SIGKILL: no shutdown path runs, heads are not sealed.
+    server.kill();
     let results: Vec<(Vec<i64>, bool)> = writers.into_iter().map(|h| h.join().unwrap()).collect();
     let acked_requests: usize = results.iter().map(|r| r.0.len()).sum();
     assert!(
@@ -166,15 +132,15 @@ fn every_acknowledged_sample_survives_sigkill_mid_ingest() {
     );
 
     // The data dir is intact offline, with unsealed samples in the ingest log.
-    let check = run(Command::new(dcmon()).args(["tsdb", "check", "--config", cfg]));
+    let check = run(Command::new(dcmon()).args(["tsdb", "check", "--config", &server.cfg]));
     assert!(
         stdout(&check).contains("OK: no damage found"),
         "{}",
         stdout(&check)
     );
 
-    let server = start(cfg);
-    wait_healthy(&http, &base, &server);
+    server.restart();
+    let http = &server.http;
     let at = (now_ms + 60_000) as f64 / 1000.0;
     for (w, (acked, _)) in results.iter().enumerate() {
         let query = format!("durability_probe{{host=\"w{w}\"}}[30m]");

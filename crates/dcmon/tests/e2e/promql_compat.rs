@@ -4,9 +4,7 @@
 //! agree: status, result type, series, timestamps and values. Every disagreement is
 //! printed as a table before the test fails, so one run shows the whole gap.
 
-use super::{
-    PinnedHttp, Proc, dcmon, form_encode, free_port, join_command, run, stdout, wait_healthy, write,
-};
+use super::{OperatorServer, PinnedHttp, Proc, form_encode, free_port, wait_ok, write};
 use dcmon_wire::remote_write::{Label, Sample, TimeSeries, WriteRequest, encode};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -896,69 +894,33 @@ fn start_prometheus(dir: &Path) -> (Proc, String) {
     (proc, format!("http://127.0.0.1:{port}"))
 }
 
-fn wait_ready(http: &PinnedHttp, base: &str, proc: &Proc) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while Instant::now() < deadline {
-        if let Ok((200, _)) = http.get(&format!("{base}/-/ready"), None) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("prometheus did not become ready:\n{}", proc.log());
-}
-
 #[test]
 fn promql_answers_match_prometheus_on_the_same_data() {
     let dir = tempfile::tempdir().unwrap();
     let (prometheus, prom_base) = start_prometheus(dir.path());
 
-    let port = free_port();
-    let config = dir.path().join("server.yaml");
-    let data = dir.path().join("data");
-    write(
-        &config,
-        &format!("listen: 127.0.0.1:{port}\ndata_dir: {}\n", data.display()),
-    );
-    let cfg = config.to_str().unwrap();
-    let server = Proc::spawn(
-        "dcmon server",
-        Command::new(dcmon()).args(["server", "--config", cfg]),
-    );
-    let cert = data.join("tls/server.crt");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cert.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "no certificate:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let (fingerprint, _) = join_command(&stdout(&run(
-        Command::new(dcmon()).args(["enroll", "create", "--config", cfg])
-    )));
-    let token =
-        stdout(&run(Command::new(dcmon()).args([
-            "token", "create", "--role", "operator", "--config", cfg,
-        ])))
-        .trim()
-        .to_owned();
+    let server = OperatorServer::start(dir.path());
     // Plain http:// URLs never reach the pinned TLS verifier: one client serves both.
-    let http = PinnedHttp::new(&fingerprint);
+    let http = &server.http;
     let ours = Target {
         name: "dcmon",
-        http: &http,
-        base: format!("https://127.0.0.1:{port}"),
-        token: Some(token),
+        http,
+        base: server.base.clone(),
+        token: Some(server.token.clone()),
     };
     let prom = Target {
         name: "prometheus",
-        http: &http,
+        http,
         base: prom_base,
         token: None,
     };
-    wait_healthy(&http, &ours.base, &server);
-    wait_ready(&http, &prom.base, &prometheus);
+    wait_ok(
+        http,
+        &format!("{}/-/ready", prom.base),
+        "prometheus did not become ready",
+        &prometheus,
+        Duration::from_secs(60),
+    );
 
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -975,7 +937,7 @@ fn promql_answers_match_prometheus_on_the_same_data() {
                     "{}: remote_write of slice {n} answered {other:?}:\n{}\n{}",
                     target.name,
                     prometheus.log(),
-                    server.log()
+                    server.proc.log()
                 ),
             }
         }
@@ -1122,5 +1084,5 @@ fn promql_answers_match_prometheus_on_the_same_data() {
         error_failures.join("\n  ")
     );
     drop(prometheus);
-    assert!(server.interrupt().success());
+    assert!(server.proc.interrupt().success());
 }
