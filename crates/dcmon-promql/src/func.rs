@@ -405,44 +405,23 @@ fn bucket_quantile(q: f64, buckets: &mut Vec<(f64, f64)>) -> f64 {
     start + (end - start) * (rank / count)
 }
 
-/// Days since 1970-01-01 → (year, month 1–12, day 1–31), proleptic Gregorian.
-fn civil(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
-
+/// A date part of Unix time `v` (seconds, UTC), as Prometheus' date functions give it.
 fn date_part(name: &str, v: f64) -> f64 {
     if !v.is_finite() {
         return f64::NAN;
     }
-    let secs = v as i64;
-    let days = secs.div_euclid(86_400);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil(days);
-    let month_days = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+    let Ok(t) = time::OffsetDateTime::from_unix_timestamp(v as i64) else {
+        return f64::NAN;
+    };
     (match name {
-        "days_in_month" => month_days[(m - 1) as usize] + i64::from(m == 2 && is_leap(y)),
-        "day_of_month" => d,
-        "day_of_week" => (days + 4).rem_euclid(7),
-        "day_of_year" => {
-            let before: i64 = month_days[..(m - 1) as usize].iter().sum();
-            before + d + i64::from(m > 2 && is_leap(y))
-        }
-        "hour" => sod / 3600,
-        "minute" => sod % 3600 / 60,
-        "month" => m,
-        _ => y,
+        "days_in_month" => i64::from(t.month().length(t.year())),
+        "day_of_month" => i64::from(t.day()),
+        "day_of_week" => i64::from(t.weekday().number_days_from_sunday()),
+        "day_of_year" => i64::from(t.ordinal()),
+        "hour" => i64::from(t.hour()),
+        "minute" => i64::from(t.minute()),
+        "month" => i64::from(u8::from(t.month())),
+        _ => i64::from(t.year()),
     }) as f64
 }
 
@@ -788,10 +767,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn civil_dates_match_known_days() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(19_723), (2024, 1, 1));
-        assert_eq!(civil(19_782), (2024, 2, 29));
+    fn date_parts_match_known_days() {
+        assert_eq!(date_part("year", 0.0), 1970.0);
+        assert_eq!(date_part("day_of_month", 1_709_164_800.0), 29.0); // 2024-02-29
+        assert_eq!(date_part("month", 1_709_164_800.0), 2.0);
         assert_eq!(date_part("day_of_week", 0.0), 4.0);
         assert_eq!(date_part("days_in_month", 1_709_164_800.0), 29.0); // 2024-02-29
         assert_eq!(date_part("day_of_year", 1_735_603_200.0), 366.0); // 2024-12-31

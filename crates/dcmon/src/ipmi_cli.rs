@@ -689,27 +689,13 @@ fn format_sel_line(e: &sel::SelEntry) -> String {
     out
 }
 
-/// MM/DD/YYYY and HH:MM:SS in UTC (civil-from-days, H. Hinnant's algorithm).
+/// MM/DD/YYYY and HH:MM:SS in UTC, as ipmitool prints SEL times.
 fn utc_date_time(t: u32) -> (String, String) {
-    let days = i64::from(t / 86_400);
-    let secs = t % 86_400;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
+    let t = time::OffsetDateTime::from_unix_timestamp(i64::from(t))
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
     (
-        format!("{m:02}/{d:02}/{y:04}"),
-        format!(
-            "{:02}:{:02}:{:02}",
-            secs / 3600,
-            secs % 3600 / 60,
-            secs % 60
-        ),
+        format!("{:02}/{:02}/{:04}", u8::from(t.month()), t.day(), t.year()),
+        format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
     )
 }
 
