@@ -29,8 +29,20 @@ impl Default for Engine {
     }
 }
 
-/// Most steps a subquery may evaluate, over all outer steps together.
+/// Most steps a range query or a subquery may evaluate.
 const MAX_SUBQUERY_STEPS: i64 = 1_000_000;
+
+/// A duration from the query in milliseconds, saturating (queries can name 10⁹ years).
+fn millis(d: &std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `start, start + step, ...` up to `end`, stopping rather than overflowing.
+fn steps(start: i64, end: i64, step: i64) -> Vec<i64> {
+    std::iter::successors(Some(start), |t| t.checked_add(step))
+        .take_while(|t| *t <= end)
+        .collect()
+}
 
 impl Engine {
     /// Evaluates `expr` at `t_ms`.
@@ -84,10 +96,12 @@ impl Engine {
                 "zero or negative query resolution step widths are not accepted".into(),
             ));
         }
-        let times: Vec<i64> = (0..)
-            .map(|i| start_ms + i * step_ms)
-            .take_while(|t| *t <= end_ms)
-            .collect();
+        if (end_ms.saturating_sub(start_ms)) / step_ms > MAX_SUBQUERY_STEPS {
+            return Err(QueryError::BadData(format!(
+                "a range query may evaluate at most {MAX_SUBQUERY_STEPS} steps: use a larger step"
+            )));
+        }
+        let times = steps(start_ms, end_ms, step_ms);
         let ctx = Ctx::new(self, storage, start_ms, end_ms);
         let mut out = match ctx.eval(expr, &times)? {
             Val::Scalar(v) => vec![SeriesData {
@@ -207,7 +221,7 @@ impl<'a> Ctx<'a> {
             },
             Expr::VectorSelector(vs) => Ok(Val::Vector(self.select_vector(vs, times, false)?)),
             Expr::MatrixSelector(ms) => {
-                let range = ms.range.as_millis() as i64;
+                let range = millis(&ms.range);
                 Ok(Val::Matrix(self.select_matrix(&ms.vs, range, times)?))
             }
             Expr::Subquery(sq) => Ok(Val::Matrix(self.subquery(sq, times)?)),
@@ -229,19 +243,22 @@ impl<'a> Ctx<'a> {
     ) -> Vec<i64> {
         let shift = match offset {
             None => 0,
-            Some(Offset::Pos(d)) => d.as_millis() as i64,
-            Some(Offset::Neg(d)) => -(d.as_millis() as i64),
+            Some(Offset::Pos(d)) => millis(d),
+            Some(Offset::Neg(d)) => -millis(d),
         };
         let pinned = match at {
             None => None,
             Some(AtModifier::Start) => Some(self.start),
             Some(AtModifier::End) => Some(self.end),
             Some(AtModifier::At(st)) => Some(match st.duration_since(UNIX_EPOCH) {
-                Ok(d) => d.as_millis() as i64,
-                Err(e) => -(e.duration().as_millis() as i64),
+                Ok(d) => millis(&d),
+                Err(e) => -millis(&e.duration()),
             }),
         };
-        times.iter().map(|t| pinned.unwrap_or(*t) - shift).collect()
+        times
+            .iter()
+            .map(|t| pinned.unwrap_or(*t).saturating_sub(shift))
+            .collect()
     }
 
     /// Every series matching the selector, with samples in `[start, end]`.
@@ -282,7 +299,7 @@ impl<'a> Ctx<'a> {
             return Ok(Vec::new());
         };
         let lookback = self.engine.lookback_ms;
-        let data = self.fetch(vs, lo - lookback, hi)?;
+        let data = self.fetch(vs, lo.saturating_sub(lookback), hi)?;
         let mut out = Vec::with_capacity(data.len());
         for s in data {
             let vals: Vec<Option<f64>> = refs
@@ -290,7 +307,7 @@ impl<'a> Ctx<'a> {
                 .map(|&r| {
                     let idx = s.samples.partition_point(|(t, _)| *t <= r);
                     let (t, v) = *s.samples.get(idx.checked_sub(1)?)?;
-                    if t < r - lookback || is_stale(v) {
+                    if t < r.saturating_sub(lookback) || is_stale(v) {
                         return None;
                     }
                     Some(if timestamps { t as f64 / 1000.0 } else { v })
@@ -323,7 +340,7 @@ impl<'a> Ctx<'a> {
             });
         };
         let series = self
-            .fetch(vs, lo - range, hi)?
+            .fetch(vs, lo.saturating_sub(range), hi)?
             .into_iter()
             .map(|mut s| {
                 s.samples.retain(|(_, v)| !is_stale(*v));
@@ -344,10 +361,10 @@ impl<'a> Ctx<'a> {
     /// `expr[range:step]`: the inner expression evaluated at absolute multiples of the
     /// step, once for all outer steps, then windowed like a range selector.
     fn subquery(&self, sq: &SubqueryExpr, times: &[i64]) -> Result<Matrix, QueryError> {
-        let range = sq.range.as_millis() as i64;
+        let range = millis(&sq.range);
         let step = sq
             .step
-            .map(|d| d.as_millis() as i64)
+            .map(|d| millis(&d))
             .filter(|s| *s > 0)
             .unwrap_or(self.engine.subquery_step_ms);
         let ends = self.ref_times(&sq.at, &sq.offset, times);
@@ -358,21 +375,20 @@ impl<'a> Ctx<'a> {
                 range,
             });
         };
-        let first = (lo - range).div_euclid(step) * step;
-        let first = if first < lo - range {
-            first + step
+        // The first multiple of the step at or after the earliest window's start.
+        let from = lo.saturating_sub(range);
+        let first = from.div_euclid(step).saturating_mul(step);
+        let first = if first < from {
+            first.saturating_add(step)
         } else {
             first
         };
-        if (hi - first) / step > MAX_SUBQUERY_STEPS {
+        if hi.saturating_sub(first) / step > MAX_SUBQUERY_STEPS {
             return Err(QueryError::Execution(format!(
                 "subquery {sq} would evaluate more than {MAX_SUBQUERY_STEPS} steps: use a larger step"
             )));
         }
-        let inner: Vec<i64> = (0..)
-            .map(|i| first + i * step)
-            .take_while(|t| *t <= hi)
-            .collect();
+        let inner = steps(first, hi, step);
         let series = match self.eval(&sq.expr, &inner)? {
             Val::Vector(v) => v
                 .into_iter()

@@ -510,9 +510,9 @@ fn range_function(
             }
             let end = m.ends[i];
             *slot = match name {
-                "rate" => extrapolated(w, end - m.range, end, true, Some(range_s)),
-                "increase" => extrapolated(w, end - m.range, end, true, None),
-                "delta" => extrapolated(w, end - m.range, end, false, None),
+                "rate" => extrapolated(w, end.saturating_sub(m.range), end, true, Some(range_s)),
+                "increase" => extrapolated(w, end.saturating_sub(m.range), end, true, None),
+                "delta" => extrapolated(w, end.saturating_sub(m.range), end, false, None),
                 "irate" => instant_delta(w, true),
                 "idelta" => instant_delta(w, false),
                 "deriv" => (w.len() >= 2).then(|| linear_regression(w, w[0].0).0),

@@ -384,3 +384,38 @@ proptest! {
         }
     }
 }
+
+/// Extreme times and durations from a query (the network) never panic: they answer, or
+/// fail with an error.
+#[test]
+fn extreme_times_and_durations_do_not_panic() {
+    let storage = fixture();
+    let engine = Engine::default();
+    for q in [
+        "temp[1000000000y]",
+        "rate(temp[1000000000y])",
+        "temp offset 1000000000y",
+        "temp offset -1000000000y",
+        "temp @ 9223372036854775",
+        "temp @ -9223372036854775",
+        "max_over_time(temp[1000000000y:1ms])",
+        "max_over_time(temp[1000y:1000000000y])",
+        "temp[5m] @ 9223372036854775 offset -1000000000y",
+        "predict_linear(temp[5m], 1e308)",
+        "round(temp, 0)",
+        "topk(1e300, temp)",
+        "histogram_quantile(NaN, lat_bucket)",
+        "quantile(NaN, temp)",
+        "label_replace(temp, \"x\", \"$1$2$name${9}\", \"host\", \"(.)\")",
+        "count_values(\"le\", lat_bucket)",
+        "day_of_week(vector(1e300))",
+        "year(vector(-Inf))",
+    ] {
+        let expr = parse(q).unwrap_or_else(|e| panic!("{q}: {e}"));
+        for t in [i64::MIN / 2, -1, 0, 600_000, i64::MAX / 2] {
+            let _ = engine.instant(&storage, &expr, t);
+        }
+        let _ = engine.range(&storage, &expr, 0, 600_000, 60_000);
+        let _ = engine.range(&storage, &expr, i64::MAX - 10, i64::MAX, 1);
+    }
+}

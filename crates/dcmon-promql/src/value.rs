@@ -57,7 +57,9 @@ impl Matrix {
     /// Prometheus 2.x).
     pub fn window<'a>(&self, s: &'a RangeSeries, i: usize) -> &'a [(i64, f64)] {
         let end = self.ends[i];
-        let lo = s.samples.partition_point(|(t, _)| *t < end - self.range);
+        let lo = s
+            .samples
+            .partition_point(|(t, _)| *t < end.saturating_sub(self.range));
         let hi = s.samples.partition_point(|(t, _)| *t <= end);
         &s.samples[lo..hi.max(lo)]
     }
