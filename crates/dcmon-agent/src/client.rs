@@ -3,6 +3,9 @@
 
 use anyhow::{Context, Result};
 use dcmon_wire::api::{self, ErrorBody, PushResponse, RegisterRequest, RegisterResponse, codes};
+use dcmon_wire::command::{
+    AgentCommand, CommandResult, PATH_COMMAND_RESULT, PATH_COMMANDS, PollRequest,
+};
 use dcmon_wire::sign;
 use ed25519_dalek::SigningKey;
 use rustls::DigitallySignedStruct;
@@ -139,7 +142,8 @@ pub enum PushError {
     Transport(String),
 }
 
-/// A signed, pinned connection to one server.
+/// A signed, pinned connection to one server. Clones share the connection pool.
+#[derive(Clone)]
 pub struct ServerClient {
     http: reqwest::Client,
     base: String,
@@ -259,6 +263,65 @@ impl ServerClient {
             (413, _) => PushError::Rejected(format!("HTTP 413: {}", err.message)),
             _ => PushError::Transport(format!("HTTP {status}: {}", err.message)),
         })
+    }
+}
+
+impl ServerClient {
+    async fn post_json(&self, path: &str, body: Vec<u8>) -> Result<(u16, Vec<u8>)> {
+        let resp = self
+            .signed(path, body, "application/json")?
+            .send()
+            .await
+            .map_err(|e| anyhow::anyhow!("sending to {}: {}", self.base, error_chain(&e)))?;
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.context("reading the answer")?;
+        Ok((status, bytes.to_vec()))
+    }
+
+    /// Waits up to `wait_ms` for commands. Each entry is a command, or the id and the
+    /// reason of one this agent cannot read (a kind newer than this agent).
+    pub async fn poll_commands(
+        &self,
+        wait_ms: u32,
+    ) -> Result<Vec<Result<AgentCommand, (i64, String)>>> {
+        let body = serde_json::to_vec(&PollRequest { wait_ms })?;
+        let (status, bytes) = self.post_json(PATH_COMMANDS, body).await?;
+        if status != 200 {
+            let msg = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|e| format!("{} ({})", e.message, e.code))
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            anyhow::bail!("command poll: HTTP {status}: {msg}");
+        }
+        let raw: Vec<serde_json::Value> =
+            serde_json::from_slice(&bytes).context("parsing the command poll answer")?;
+        Ok(raw
+            .into_iter()
+            .map(|v| {
+                let id = v.get("id").and_then(serde_json::Value::as_i64).unwrap_or(0);
+                serde_json::from_value::<AgentCommand>(v).map_err(|e| {
+                    (
+                        id,
+                        format!(
+                            "this agent ({}) cannot run it: {e}",
+                            env!("CARGO_PKG_VERSION")
+                        ),
+                    )
+                })
+            })
+            .collect())
+    }
+
+    /// Reports a command's result.
+    pub async fn command_result(&self, result: &CommandResult) -> Result<()> {
+        let body = serde_json::to_vec(result)?;
+        let (status, bytes) = self.post_json(PATH_COMMAND_RESULT, body).await?;
+        if !(200..300).contains(&status) {
+            anyhow::bail!(
+                "command result: HTTP {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
+        }
+        Ok(())
     }
 }
 

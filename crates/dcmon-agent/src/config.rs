@@ -1,5 +1,9 @@
 //! `/etc/dcmon/agent.yaml`: file, then environment, then command line.
 
+use crate::collectors::apt::AptConfig;
+use crate::collectors::gpu::GpuConfig;
+use crate::collectors::ipmi::IpmiConfig;
+use crate::collectors::nvme::NvmeConfig;
 use crate::collectors::os::OsConfig;
 use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
@@ -24,9 +28,60 @@ pub struct AgentConfig {
     pub state_dir: PathBuf,
     /// The host name reported at registration; default: the kernel's host name.
     pub hostname: Option<String>,
-    /// Scrapes kept in memory while the server is unreachable (oldest dropped first).
+    /// Scrapes kept in memory when there is no spool or it cannot be written (oldest
+    /// dropped first).
     pub max_pending_scrapes: usize,
+    /// Bound of the on-disk spool (`<state_dir>/spool`) that keeps scrapes while the
+    /// server is unreachable, in MiB; oldest dropped first. 0 turns the spool off.
+    pub spool_max_mib: u64,
     pub collectors: CollectorsConfig,
+    /// This machine's BMC: the `ipmi` and `bmc_fan` collectors and `dcmon-agent fans`.
+    pub ipmi: IpmiConfig,
+    pub exporter: ExporterConfig,
+    pub commands: CommandsConfig,
+    /// Reach the BMC over the network (RMCP+) for fan commands, instead of `/dev/ipmi0`.
+    pub bmc_lan: Option<BmcLan>,
+}
+
+/// The optional local `/metrics` endpoint, for an existing Prometheus to scrape.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExporterConfig {
+    /// Address to serve `/metrics` on, e.g. `0.0.0.0:9835`; unset: no exporter.
+    pub listen: Option<String>,
+    /// When set, scrapes must send `Authorization: Bearer <the file's content>`
+    /// (Prometheus: `authorization: {credentials_file: ...}`).
+    pub bearer_token_file: Option<PathBuf>,
+}
+
+/// Live commands from the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CommandsConfig {
+    /// Keep a long-poll open for commands (fan control, reboot, config, collect now).
+    pub enabled: bool,
+    /// The program and arguments a `reboot` command runs.
+    pub reboot_command: Vec<String>,
+}
+
+impl Default for CommandsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+        }
+    }
+}
+
+/// A BMC reached over RMCP+ (IPMI 2.0 lanplus).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BmcLan {
+    /// `host` or `host:port` (default port 623).
+    pub address: String,
+    pub user: String,
+    /// File holding the password (keep it mode 0600).
+    pub password_file: PathBuf,
 }
 
 /// Where to push, and how to recognise the server.
@@ -48,6 +103,12 @@ pub struct CollectorsConfig {
     /// Names of collectors to turn off (e.g. `[os]`).
     pub disabled: Vec<String>,
     pub os: OsConfig,
+    /// NVIDIA GPUs through NVML, or nvidia-smi when NVML cannot load.
+    pub gpu: GpuConfig,
+    /// SMART / Health of the NVMe drives (needs root).
+    pub nvme: NvmeConfig,
+    /// Pending upgrades and reboot-required, from apt's and dpkg's state files.
+    pub apt: AptConfig,
 }
 
 impl Default for AgentConfig {
@@ -58,7 +119,12 @@ impl Default for AgentConfig {
             state_dir: PathBuf::from("/var/lib/dcmon-agent"),
             hostname: None,
             max_pending_scrapes: 2880,
+            spool_max_mib: 256,
             collectors: CollectorsConfig::default(),
+            exporter: ExporterConfig::default(),
+            commands: CommandsConfig::default(),
+            bmc_lan: None,
+            ipmi: IpmiConfig::default(),
         }
     }
 }
@@ -117,8 +183,35 @@ impl AgentConfig {
                 );
             }
         }
+        if let Err(ipmi) = self.ipmi.validate() {
+            p.extend(ipmi);
+        }
+        if let Some(l) = &self.exporter.listen {
+            if l.parse::<std::net::SocketAddr>().is_err() {
+                p.push(format!(
+                    "exporter.listen: {l:?} is not an address; use e.g. 0.0.0.0:9835"
+                ));
+            }
+        }
+        if self.commands.reboot_command.is_empty() {
+            p.push("commands.reboot_command: must name a program, e.g. [systemctl, reboot]".into());
+        }
+        if let Some(b) = &self.bmc_lan {
+            if b.address.is_empty() || b.user.is_empty() {
+                p.push("bmc_lan: address and user must not be empty".into());
+            }
+        }
         if let Err(os) = self.collectors.os.validate() {
             p.extend(os);
+        }
+        if let Err(gpu) = self.collectors.gpu.validate() {
+            p.extend(gpu);
+        }
+        if let Err(nvme) = self.collectors.nvme.validate() {
+            p.extend(nvme);
+        }
+        if let Err(apt) = self.collectors.apt.validate() {
+            p.extend(apt);
         }
         for name in &self.collectors.disabled {
             if !crate::collectors::NAMES.contains(&name.as_str()) {

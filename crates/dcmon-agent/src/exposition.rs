@@ -130,6 +130,116 @@ fn write_help(name: &str, out: &mut String) {
             "Whether the collector's last collection succeeded (1) or failed (0)."
         }
         "dcmon_collector_duration_seconds" => "How long the collector's last collection took.",
+        "dcmon_agent_spool_bytes" => "Bytes in the agent's on-disk spool.",
+        "dcmon_agent_spool_scrapes" => "Scrapes waiting in the agent's spool for the server.",
+        "dcmon_agent_spool_dropped_scrapes_total" => {
+            "Scrapes dropped because the spool (or the in-memory queue) was full or damaged."
+        }
+        "dcmon_agent_spool_corrupt_segments_total" => "Damaged spool segments moved aside.",
+        "dcmon_apt_upgrades_pending" => "Packages with an upgrade available in apt's lists.",
+        "dcmon_apt_security_upgrades_pending" => {
+            "Packages with an upgrade available from a security suite."
+        }
+        "dcmon_apt_lists_age_seconds" => "Age of apt's newest package list (apt update).",
+        "dcmon_reboot_required" => "Whether the system asks for a reboot (1) or not (0).",
+        "dcmon_reboot_required_packages_info" => "A package that asked for the pending reboot.",
+        "dcmon_bmc_fan_mode" => {
+            "The BMC's fan mode (Supermicro: 0 standard, 1 full, 2 optimal, 4 heavy I/O)."
+        }
+        "dcmon_bmc_fan_zone_duty_percent" => "The BMC's fan duty per zone, in percent.",
+        "dcmon_gpu_up" => "Whether the GPU could be read (1) or not (0).",
+        "dcmon_gpu_lost" => "Whether the GPU has fallen off the bus (1).",
+        "dcmon_gpu_xid_errors_total" => "XID errors reported by the driver, by XID code.",
+        "dcmon_gpu_pcie_link_gen_max" => "Highest PCIe generation the GPU's link supports.",
+        "dcmon_gpu_pcie_link_width_max" => "Widest PCIe link the GPU supports (lanes).",
+        "dcmon_nvme_up" => "Whether the NVMe controller's health log could be read.",
+        "dcmon_nvme_unsafe_shutdowns" => "Unsafe shutdowns the NVMe controller counted.",
+        "DCGM_FI_DEV_GPU_TEMP" => "GPU temperature (in C).",
+        "DCGM_FI_DEV_MEMORY_TEMP" => "Memory temperature (in C).",
+        "DCGM_FI_DEV_POWER_USAGE" => "Power draw (in W).",
+        "DCGM_FI_DEV_POWER_MGMT_LIMIT" => "Power management limit (in W).",
+        "DCGM_FI_DEV_GPU_UTIL" => "GPU utilization (in %).",
+        "DCGM_FI_DEV_MEM_COPY_UTIL" => "Memory utilization (in %).",
+        "DCGM_FI_DEV_FAN_SPEED" => "Fan speed (in %).",
+        "DCGM_FI_DEV_FB_USED" => "Framebuffer memory used (in MiB).",
+        "DCGM_FI_DEV_FB_FREE" => "Framebuffer memory free (in MiB).",
+        "DCGM_FI_DEV_FB_TOTAL" => "Framebuffer memory total (in MiB).",
+        "DCGM_FI_DEV_SM_CLOCK" => "SM clock frequency (in MHz).",
+        "DCGM_FI_DEV_MEM_CLOCK" => "Memory clock frequency (in MHz).",
+        "DCGM_FI_DEV_PSTATE" => "Performance state (P-state) 0-15.",
+        "DCGM_FI_DEV_CLOCK_THROTTLE_REASONS" => "Current clock throttle reasons (bitmask).",
+        "DCGM_FI_DEV_ECC_SBE_VOL_TOTAL" => "Total number of single-bit volatile ECC errors.",
+        "DCGM_FI_DEV_ECC_DBE_VOL_TOTAL" => "Total number of double-bit volatile ECC errors.",
+        "DCGM_FI_DEV_ECC_SBE_AGG_TOTAL" => "Total number of single-bit persistent ECC errors.",
+        "DCGM_FI_DEV_ECC_DBE_AGG_TOTAL" => "Total number of double-bit persistent ECC errors.",
+        "DCGM_FI_DEV_PCIE_REPLAY_COUNTER" => "Total number of PCIe retries.",
+        "DCGM_FI_DEV_PCIE_LINK_GEN" => "Current PCIe link generation.",
+        "DCGM_FI_DEV_PCIE_LINK_WIDTH" => "Current PCIe link width (lanes).",
+        "DCGM_FI_DEV_RETIRED_SBE" => "Total number of retired pages due to single-bit errors.",
+        "DCGM_FI_DEV_RETIRED_DBE" => "Total number of retired pages due to double-bit errors.",
+        "DCGM_FI_DEV_RETIRED_PENDING" => "Total number of pages pending retirement.",
+        "DCGM_FI_DEV_ROW_REMAP_PENDING" => "Whether remapping of rows is pending.",
+        "DCGM_FI_DEV_ROW_REMAP_FAILURE" => "Whether remapping of rows has failed.",
+        "DCGM_FI_DEV_XID_ERRORS" => "Value of the last XID error encountered.",
+        "DCGM_FI_DEV_NVLINK_CRC_FLIT_ERROR_COUNT_TOTAL" => {
+            "Total number of NVLink flow-control CRC errors."
+        }
+        "DCGM_FI_DEV_NVLINK_CRC_DATA_ERROR_COUNT_TOTAL" => {
+            "Total number of NVLink data CRC errors."
+        }
+        "DCGM_FI_DEV_NVLINK_REPLAY_ERROR_COUNT_TOTAL" => "Total number of NVLink retries.",
+        "DCGM_FI_DEV_NVLINK_RECOVERY_ERROR_COUNT_TOTAL" => {
+            "Total number of NVLink recovery errors."
+        }
+        "smartctl_device" => "Device info.",
+        "smartctl_device_temperature" => "Device temperature celsius.",
+        "smartctl_device_available_spare" => {
+            "Normalized percentage (0 to 100%) of the remaining spare capacity available."
+        }
+        "smartctl_device_available_spare_threshold" => {
+            "When the Available Spare falls below the threshold indicated in this field, an asynchronous event completion may occur."
+        }
+        "smartctl_device_percentage_used" => "Device write percentage used.",
+        "smartctl_device_critical_warning" => {
+            "This field indicates critical warnings for the state of the controller."
+        }
+        "smartctl_device_media_errors" => {
+            "Contains the number of occurrences where the controller detected an unrecovered data integrity error."
+        }
+        "smartctl_device_num_err_log_entries" => {
+            "Contains the number of Error Information log entries over the life of the controller."
+        }
+        "smartctl_device_power_on_seconds" => "Device power on seconds.",
+        "smartctl_device_power_cycle_count" => "Device power cycle count.",
+        "smartctl_device_bytes_read" => "Bytes read from the device.",
+        "smartctl_device_bytes_written" => "Bytes written to the device.",
+        "ipmi_up" => "'1' if a scrape of the IPMI device was successful, '0' otherwise.",
+        "ipmi_temperature_celsius" => "Temperature reading in degree Celsius.",
+        "ipmi_temperature_state" => {
+            "Reported state of a temperature sensor (0=nominal, 1=warning, 2=critical)."
+        }
+        "ipmi_fan_speed_rpm" => "Fan speed in rotations per minute.",
+        "ipmi_fan_speed_state" => {
+            "Reported state of a fan speed sensor (0=nominal, 1=warning, 2=critical)."
+        }
+        "ipmi_voltage_volts" => "Voltage reading in Volts.",
+        "ipmi_voltage_state" => {
+            "Reported state of a voltage sensor (0=nominal, 1=warning, 2=critical)."
+        }
+        "ipmi_current_amperes" => "Current reading in Amperes.",
+        "ipmi_current_state" => {
+            "Reported state of a current sensor (0=nominal, 1=warning, 2=critical)."
+        }
+        "ipmi_power_watts" => "Power reading in Watts.",
+        "ipmi_power_state" => {
+            "Reported state of a power sensor (0=nominal, 1=warning, 2=critical)."
+        }
+        "ipmi_sensor_value" => {
+            "Generic data read from an IPMI sensor of unknown type, relying on labels for context."
+        }
+        "ipmi_sensor_state" => {
+            "Indicates the severity of the state reported by an IPMI sensor (0=nominal, 1=warning, 2=critical)."
+        }
         _ => {
             if let Some(field) = name.strip_prefix("node_memory_") {
                 let _ = writeln!(out, "# HELP {name} Memory information field {field}.");

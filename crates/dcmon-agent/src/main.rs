@@ -8,6 +8,8 @@ use dcmon_agent::{exposition, runner};
 use std::io::{BufRead, IsTerminal, Write};
 use std::path::PathBuf;
 
+mod fans_cli;
+
 #[derive(Parser)]
 #[command(
     name = "dcmon-agent",
@@ -59,6 +61,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "prometheus")]
         format: Format,
     },
+    /// The BMC's fans: status, mode, zone duty (drop-in for fans.sh).
+    Fans(fans_cli::FansArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -92,6 +96,7 @@ fn main() -> Result<()> {
             std::io::stdout().write_all(out.as_bytes())?;
             Ok(())
         }
+        Command::Fans(args) => fans_cli::run(args, &cfg.ipmi),
         Command::Register {
             server,
             token,
@@ -143,7 +148,7 @@ fn main() -> Result<()> {
                 .worker_threads(1)
                 .enable_all()
                 .build()?;
-            rt.block_on(runner::run(cfg, shutdown_signal()))
+            rt.block_on(runner::run(cfg, cli.config.clone(), shutdown_signal()))
         }
     }
 }

@@ -1,23 +1,49 @@
 //! The agent's main loop: collect every interval, push in signed batches, keep what
 //! could not be sent (oldest dropped first past the bound) and send it oldest first.
 
-use crate::client::{PushError, ServerClient};
-use crate::collectors::{Collector, os::OsCollector};
+use crate::client::ServerClient;
+use crate::collectors::{
+    Collector, apt::AptCollector, gpu::GpuCollector, nvme::NvmeCollector, os::OsCollector,
+};
+use crate::collectors::{bmc_fan::BmcFanCollector, ipmi::IpmiCollector};
 use crate::config::AgentConfig;
-use dcmon_wire::batch::{BatchError, Encoder};
+use crate::pusher::{PushStats, Pusher};
+use crate::spool::Spool;
 use dcmon_wire::{Labels, MetricSample, Scrape};
-use std::collections::VecDeque;
 use std::future::Future;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
-
-/// Most scrapes sent in one upload (a backlog goes up in several).
-const MAX_SCRAPES_PER_BATCH: usize = 60;
+use tokio::sync::{mpsc, oneshot, watch};
 
 /// Builds the enabled collectors and logs, once, which are available.
 pub fn build_collectors(cfg: &AgentConfig) -> Vec<Box<dyn Collector>> {
     let mut all: Vec<Box<dyn Collector>> = Vec::new();
     if !cfg.collectors.disabled.iter().any(|d| d == "os") {
         all.push(Box::new(OsCollector::new(cfg.collectors.os.clone())));
+    }
+    if !cfg.collectors.disabled.iter().any(|d| d == "gpu") {
+        all.push(Box::new(GpuCollector::new(&cfg.collectors.gpu)));
+    }
+    if !cfg.collectors.disabled.iter().any(|d| d == "nvme") {
+        all.push(Box::new(NvmeCollector::new(cfg.collectors.nvme.clone())));
+    }
+    if !cfg.collectors.disabled.iter().any(|d| d == "apt") {
+        all.push(Box::new(AptCollector::new(cfg.collectors.apt.clone())));
+    }
+    let runtime_failed = |name: &str, e: std::io::Error| {
+        tracing::warn!(collector = name, error = %e, "cannot start the collector's runtime; skipped");
+    };
+    if !cfg.collectors.disabled.iter().any(|d| d == "ipmi") {
+        match IpmiCollector::inband(&cfg.ipmi) {
+            Ok(c) => all.push(Box::new(c)),
+            Err(e) => runtime_failed("ipmi", e),
+        }
+    }
+    if !cfg.collectors.disabled.iter().any(|d| d == "bmc_fan") {
+        match BmcFanCollector::inband(&cfg.ipmi) {
+            Ok(c) => all.push(Box::new(c)),
+            Err(e) => runtime_failed("bmc_fan", e),
+        }
     }
     all.retain(|c| {
         let available = c.is_available();
@@ -74,139 +100,66 @@ pub fn collect_once(collectors: &mut [Box<dyn Collector>], host: &str) -> Scrape
     }
 }
 
-/// A batch on its way: the encoded bytes (resent as they are after a transport error)
-/// and the scrapes they hold (re-encoded when the server asks for a new session).
-struct InFlight {
-    bytes: Vec<u8>,
-    scrapes: Vec<Scrape>,
+/// What the command handler asks of the collection loop.
+pub enum Control {
+    /// Collect and push now; answers with a one-line summary and per-collector state.
+    CollectNow(oneshot::Sender<CollectSummary>),
+    /// Replace the running configuration (interval, collectors); answers when applied.
+    Reconfigure(Box<AgentConfig>, oneshot::Sender<()>),
 }
 
-fn new_encoder() -> Encoder {
-    let mut b = [0u8; 8];
-    // A constant session id would only cost a resync; randomness failing is not fatal here.
-    let _ = getrandom::fill(&mut b);
-    Encoder::new(u64::from_le_bytes(b))
+/// What one out-of-schedule collection found.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct CollectSummary {
+    pub timestamp_ms: i64,
+    pub samples: usize,
+    /// Collector name → whether it worked.
+    pub collectors: Vec<(String, bool)>,
 }
 
-/// The push side of the loop.
-pub struct Pusher {
-    client: ServerClient,
-    encoder: Encoder,
-    pending: VecDeque<Scrape>,
-    in_flight: Option<InFlight>,
-    max_pending: usize,
-    dropped_scrapes: u64,
-    last_refusal: Option<String>,
-}
-
-impl Pusher {
-    pub fn new(client: ServerClient, max_pending: usize) -> Self {
+impl CollectSummary {
+    fn of(scrape: &Scrape) -> Self {
+        let collectors = scrape
+            .samples
+            .iter()
+            .filter(|s| s.labels.metric() == "dcmon_collector_up")
+            .filter_map(|s| Some((s.labels.get("collector")?.to_owned(), s.value == 1.0)))
+            .collect();
         Self {
-            client,
-            encoder: new_encoder(),
-            pending: VecDeque::new(),
-            in_flight: None,
-            max_pending,
-            dropped_scrapes: 0,
-            last_refusal: None,
-        }
-    }
-
-    /// Queues a scrape, dropping the oldest when the bound is reached.
-    pub fn enqueue(&mut self, scrape: Scrape) {
-        self.pending.push_back(scrape);
-        while self.pending.len() > self.max_pending {
-            self.pending.pop_front();
-            self.dropped_scrapes += 1;
-            tracing::warn!(
-                dropped_total = self.dropped_scrapes,
-                "pending queue full; dropped the oldest scrape"
-            );
-        }
-    }
-
-    /// Scrapes waiting to be sent (including the batch in flight).
-    pub fn backlog(&self) -> usize {
-        self.pending.len() + self.in_flight.as_ref().map_or(0, |f| f.scrapes.len())
-    }
-
-    /// Sends everything queued; stops at the first transport error (kept for later).
-    pub async fn flush(&mut self) {
-        loop {
-            if self.in_flight.is_none() {
-                if self.pending.is_empty() {
-                    return;
-                }
-                let n = self.pending.len().min(MAX_SCRAPES_PER_BATCH);
-                let scrapes: Vec<Scrape> = self.pending.drain(..n).collect();
-                let mut encoded = self.encoder.encode(&scrapes);
-                if let Err(BatchError::SessionFull { .. }) = encoded {
-                    // Series come and go; a fresh session forgets the ones gone.
-                    self.encoder = new_encoder();
-                    encoded = self.encoder.encode(&scrapes);
-                }
-                match encoded {
-                    Ok(bytes) => self.in_flight = Some(InFlight { bytes, scrapes }),
-                    Err(e) => {
-                        // Only a scrape beyond the codec's limits fails; it can never be sent.
-                        tracing::error!(error = %e, scrapes = n, "cannot encode scrapes; dropping them");
-                        self.dropped_scrapes += n as u64;
-                    }
-                }
-                continue;
-            }
-            let Some(flight) = self.in_flight.as_mut() else {
-                return;
-            };
-            match self.client.push(flight.bytes.clone()).await {
-                Ok(resp) => {
-                    tracing::debug!(
-                        samples = resp.accepted_samples,
-                        duplicate = resp.duplicate,
-                        "batch stored"
-                    );
-                    if self.last_refusal.take().is_some() {
-                        tracing::info!("server accepts this agent again");
-                    }
-                    self.in_flight = None;
-                }
-                Err(PushError::Resync(why)) => {
-                    tracing::info!(%why, "starting a new batch session");
-                    self.encoder = new_encoder();
-                    match self.encoder.encode(&flight.scrapes) {
-                        Ok(bytes) => flight.bytes = bytes,
-                        Err(e) => {
-                            tracing::error!(error = %e, "cannot re-encode scrapes; dropping them");
-                            self.dropped_scrapes += flight.scrapes.len() as u64;
-                            self.in_flight = None;
-                        }
-                    }
-                }
-                Err(PushError::Rejected(why)) => {
-                    tracing::error!(%why, scrapes = flight.scrapes.len(), "server rejected a batch; dropping it");
-                    self.dropped_scrapes += flight.scrapes.len() as u64;
-                    self.in_flight = None;
-                    // The encoder state advanced past a batch the server never applied.
-                    self.encoder = new_encoder();
-                }
-                Err(PushError::Refused { code, message }) => {
-                    if self.last_refusal.as_deref() != Some(code.as_str()) {
-                        tracing::error!(%code, %message, "server refuses this agent; keeping data and retrying");
-                        self.last_refusal = Some(code);
-                    }
-                    return;
-                }
-                Err(PushError::Transport(why)) => {
-                    tracing::warn!(%why, backlog = self.backlog(), "server unreachable; will retry");
-                    return;
-                }
-            }
+            timestamp_ms: scrape.timestamp_ms,
+            samples: scrape.samples.len(),
+            collectors,
         }
     }
 }
 
-/// Runs collect-and-push until `shutdown` completes.
-pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+/// The agent's own figures, appended to every scrape.
+fn self_metrics(stats: &PushStats, out: &mut Vec<MetricSample>) {
+    for (metric, value) in [
+        ("dcmon_agent_spool_bytes", stats.spool.bytes as f64),
+        ("dcmon_agent_spool_scrapes", stats.spool.scrapes as f64),
+        (
+            "dcmon_agent_spool_dropped_scrapes_total",
+            (stats.spool.dropped_scrapes + stats.dropped_in_memory) as f64,
+        ),
+        (
+            "dcmon_agent_spool_corrupt_segments_total",
+            stats.spool.corrupt_segments as f64,
+        ),
+    ] {
+        if let Ok(labels) = Labels::new(metric, []) {
+            out.push(MetricSample { labels, value });
+        }
+    }
+}
+
+/// Runs collect-and-push, the command long-poll and the local exporter until
+/// `shutdown` completes. `config_path` is where `config_update` commands persist.
+pub async fn run(
+    cfg: AgentConfig,
+    config_path: PathBuf,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let link = cfg.server.clone().ok_or_else(|| {
         anyhow::anyhow!(
             "this agent is not registered: run `dcmon-agent register --server URL --token T`"
@@ -219,32 +172,137 @@ pub async fn run(cfg: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow
         key,
         Some(link.agent_id.clone()),
     )?;
-    let mut pusher = Pusher::new(client, cfg.max_pending_scrapes);
-    let mut collectors = build_collectors(&cfg);
+    let spool = if cfg.spool_max_mib > 0 {
+        let dir = cfg.state_dir.join("spool");
+        match Spool::open(&dir, cfg.spool_max_mib.saturating_mul(1 << 20)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                tracing::error!(error = %e, "spool unusable; keeping unsent scrapes in memory only");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let mut pusher = Pusher::new(client.clone(), spool, cfg.max_pending_scrapes);
+    let push_stats = pusher.stats_handle();
+    let exported = match &cfg.exporter.listen {
+        Some(addr) => Some(crate::exporter::start(addr, &cfg.exporter).await?),
+        None => None,
+    };
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let (scrape_tx, mut scrape_rx) = mpsc::unbounded_channel::<Scrape>();
+    let (control_tx, mut control_rx) = mpsc::channel::<Control>(8);
+
+    let mut stop = stop_rx.clone();
+    let push_task = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                biased;
+                _ = stop.changed() => break,
+                s = scrape_rx.recv() => {
+                    let Some(s) = s else { break };
+                    pusher.enqueue(s);
+                    while let Ok(s) = scrape_rx.try_recv() {
+                        pusher.enqueue(s);
+                    }
+                    tokio::select! {
+                        _ = pusher.flush() => {}
+                        _ = stop.changed() => break,
+                    }
+                }
+            }
+        }
+        while let Ok(s) = scrape_rx.try_recv() {
+            pusher.enqueue(s);
+        }
+        // One last attempt so a clean stop sends what it can; the rest is spooled.
+        let _ = tokio::time::timeout(Duration::from_secs(5), pusher.flush()).await;
+        pusher.persist();
+        if pusher.backlog() > 0 {
+            tracing::info!(
+                backlog = pusher.backlog(),
+                "stopping with scrapes not yet sent; they are sent after the next start"
+            );
+        }
+    });
+    let command_task = cfg.commands.enabled.then(|| {
+        tokio::spawn(crate::commands::run(
+            client.clone(),
+            cfg.clone(),
+            config_path,
+            control_tx.clone(),
+        ))
+    });
+
+    let mut cfg = cfg;
+    // Collectors that talk to a BMC own a small runtime of their own, which may only be
+    // created and dropped where blocking is allowed.
+    let mut collectors = tokio::task::block_in_place(|| build_collectors(&cfg));
     let host = cfg.hostname();
     tracing::info!(server = %link.url, agent = %link.agent_id, interval = ?cfg.interval, "agent running");
-    let mut tick = tokio::time::interval(cfg.interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut tick = new_tick(cfg.interval);
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
+        let reply = tokio::select! {
             _ = &mut shutdown => break,
-            _ = tick.tick() => {}
+            _ = tick.tick() => None,
+            c = control_rx.recv() => match c {
+                Some(Control::CollectNow(reply)) => Some(reply),
+                Some(Control::Reconfigure(new, done)) => {
+                    cfg = *new;
+                    let old = std::mem::replace(
+                        &mut collectors,
+                        tokio::task::block_in_place(|| build_collectors(&cfg)),
+                    );
+                    tokio::task::block_in_place(move || drop(old));
+                    tick = new_tick(cfg.interval);
+                    tracing::info!(interval = ?cfg.interval, disabled = ?cfg.collectors.disabled, "configuration updated");
+                    let _ = done.send(());
+                    continue;
+                }
+                None => continue,
+            },
+        };
+        let mut scrape = tokio::task::block_in_place(|| collect_once(&mut collectors, &host));
+        let stats = *push_stats
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut own = Vec::new();
+        self_metrics(&stats, &mut own);
+        for s in &mut own {
+            s.labels.set("host", &host);
+            s.labels.set("instance", &host);
         }
-        let scrape = tokio::task::block_in_place(|| collect_once(&mut collectors, &host));
-        pusher.enqueue(scrape);
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = pusher.flush() => {}
+        scrape.samples.extend(own);
+        if let Some(e) = &exported {
+            e.publish(&scrape);
+        }
+        if let Some(reply) = reply {
+            let _ = reply.send(CollectSummary::of(&scrape));
+        }
+        if scrape_tx.send(scrape).is_err() {
+            break;
         }
     }
-    // One last attempt so a clean stop loses nothing that can still be sent.
-    let _ = tokio::time::timeout(Duration::from_secs(5), pusher.flush()).await;
-    if pusher.backlog() > 0 {
-        tracing::warn!(
-            backlog = pusher.backlog(),
-            "stopping with scrapes not yet sent"
-        );
+    tokio::task::block_in_place(move || drop(collectors));
+    let _ = stop_tx.send(true);
+    drop(scrape_tx);
+    if let Some(t) = command_task {
+        t.abort();
+    }
+    if tokio::time::timeout(Duration::from_secs(10), push_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the push task did not stop within 10 s");
     }
     Ok(())
+}
+
+fn new_tick(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick
 }

@@ -12,6 +12,8 @@
 //! - [`client`]: multi-step operations over a transport (SDR and SEL reads, sensor
 //!   values, SEL clear).
 //! - [`vendor`]: Supermicro, Dell and HPE fan profiles.
+//! - [`fans`]: fan status, mode and zone duty as one operation over a transport, shared
+//!   by the CLIs and the agent.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait, RMCP+ over UDP and
 //!   the Linux IPMI device.
 
@@ -19,6 +21,7 @@ pub mod client;
 pub mod cmd;
 pub mod crypto;
 mod error;
+pub mod fans;
 pub mod msg;
 pub mod packet;
 pub mod rakp;

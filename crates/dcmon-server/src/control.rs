@@ -71,6 +71,23 @@ const MIGRATIONS: &[&str] = &[
          detail TEXT NOT NULL,
          remote TEXT
      );",
+    // 2: live commands for agents (see `commands`).
+    "CREATE TABLE commands (
+         id INTEGER PRIMARY KEY,
+         agent_id TEXT NOT NULL REFERENCES agents(id) ON DELETE CASCADE,
+         kind TEXT NOT NULL,
+         spec TEXT NOT NULL,
+         status TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         created_by TEXT NOT NULL,
+         expires_ms INTEGER NOT NULL,
+         delivered_ms INTEGER,
+         finished_ms INTEGER,
+         message TEXT,
+         output TEXT
+     );
+     CREATE INDEX commands_queued ON commands (agent_id) WHERE status = 'queued';
+     CREATE INDEX commands_agent ON commands (agent_id, id);",
 ];
 
 /// An agent as the server knows it.
@@ -215,9 +232,18 @@ impl ControlDb {
         })
     }
 
-    fn conn(&self) -> MutexGuard<'_, Connection> {
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
         // Transactions roll back on drop, so a poisoned guard still holds a sound connection.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Moves whenever another connection commits to the file (`PRAGMA data_version`
+    /// of a connection of its own): how the server notices what admin commands wrote.
+    pub fn data_version(&self) -> Result<i64> {
+        let cache = self.tokens.lock().unwrap_or_else(PoisonError::into_inner);
+        Ok(cache
+            .conn
+            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
     }
 
     pub fn path(&self) -> &Path {
@@ -425,25 +451,7 @@ impl ControlDb {
         actor: &str,
     ) -> Result<AgentRecord> {
         let conn = self.conn();
-        // An id or host label names one agent; a bare hostname may name several.
-        let mut matches: Vec<String> = Vec::new();
-        for column in ["id", "host", "hostname"] {
-            let mut stmt = conn.prepare(&format!("SELECT id FROM agents WHERE {column} = ?1"))?;
-            matches = stmt
-                .query_map(params![who], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            if !matches.is_empty() {
-                break;
-            }
-        }
-        let id = match matches.as_slice() {
-            [one] => one.clone(),
-            [] => bail!("no agent with id or host {who:?}; see `dcmon agents list`"),
-            _ => bail!(
-                "{who:?} names {} agents; use the agent id from `dcmon agents list`",
-                matches.len()
-            ),
-        };
+        let id = resolve_agent(&conn, who)?;
         conn.execute(
             "UPDATE agents SET status = ?2, updated_ms = ?3 WHERE id = ?1",
             params![id, status.as_str(), now_ms()],
@@ -533,6 +541,29 @@ impl ControlDb {
     }
 }
 
+/// The id of the agent named by id, host label or hostname.
+pub(crate) fn resolve_agent(conn: &Connection, who: &str) -> Result<String> {
+    // An id or host label names one agent; a bare hostname may name several.
+    let mut matches: Vec<String> = Vec::new();
+    for column in ["id", "host", "hostname"] {
+        let mut stmt = conn.prepare(&format!("SELECT id FROM agents WHERE {column} = ?1"))?;
+        matches = stmt
+            .query_map(params![who], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        if !matches.is_empty() {
+            break;
+        }
+    }
+    match matches.as_slice() {
+        [one] => Ok(one.clone()),
+        [] => bail!("no agent with id or host {who:?}; see `dcmon agents list`"),
+        _ => bail!(
+            "{who:?} names {} agents; use the agent id from `dcmon agents list`",
+            matches.len()
+        ),
+    }
+}
+
 fn status_verb(s: AgentStatus) -> &'static str {
     match s {
         AgentStatus::Approved => "approve",
@@ -541,7 +572,7 @@ fn status_verb(s: AgentStatus) -> &'static str {
     }
 }
 
-fn audit(
+pub(crate) fn audit(
     conn: &Connection,
     actor: &str,
     action: &str,
@@ -575,7 +606,7 @@ fn agent_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AgentRecord> {
     })
 }
 
-fn get_agent(conn: &Connection, id: &str) -> Result<Option<AgentRecord>> {
+pub(crate) fn get_agent(conn: &Connection, id: &str) -> Result<Option<AgentRecord>> {
     Ok(conn
         .query_row(
             &format!("SELECT {AGENT_COLUMNS} FROM agents WHERE id = ?1"),

@@ -6,10 +6,12 @@
 //! - [`auth`]: roles, API tokens, agent signatures and replay protection.
 //! - [`api`]: the router (`api::app`): agent endpoints, Prometheus API, admin reads.
 //! - [`ingest`]: agent batch sessions into the tsdb.
+//! - [`commands`]: the live command queue (agent long-poll, results, history).
 //! - [`Server`]: starts all of it.
 
 pub mod api;
 pub mod auth;
+pub mod commands;
 pub mod config;
 pub mod control;
 pub mod ingest;
@@ -134,6 +136,10 @@ impl Server {
 }
 
 fn spawn_housekeeping(state: AppState) {
+    tokio::spawn(commands::watch(
+        state.control.clone(),
+        state.commands.clone(),
+    ));
     let s = state.clone();
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_secs(10));

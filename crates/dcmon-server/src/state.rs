@@ -34,6 +34,8 @@ pub struct AppState {
     /// remote_write senders' series, by their encoded labels.
     pub remote_series: Arc<crate::api::SeriesCache>,
     pub clock: Arc<dyn Clock>,
+    /// Wakes command long-polls and result waiters.
+    pub commands: Arc<crate::commands::CommandWaker>,
     /// Server start time; signatures older than this are refused (see `auth::check_clock`).
     pub boot_ms: i64,
     /// Agent id → (last push time, remote address), flushed to the control store periodically.
@@ -59,6 +61,7 @@ impl AppState {
             sessions: Arc::new(Sessions::default()),
             remote_series: Arc::default(),
             clock,
+            commands: Arc::default(),
             boot_ms,
             last_seen: Arc::new(Mutex::new(HashMap::new())),
             tls_fingerprint: tls_fingerprint.into(),

@@ -10,6 +10,7 @@
 
 pub mod api;
 pub mod batch;
+pub mod command;
 mod labels;
 #[cfg(feature = "tls")]
 pub mod pin;

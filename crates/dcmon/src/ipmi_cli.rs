@@ -1,17 +1,18 @@
 //! `dcmon ipmi`: talk to one BMC over RMCP+ natively, with output shaped like
 //! ipmitool's (or JSON). Thin: parses arguments, calls `dcmon_ipmi`, prints.
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Args, Subcommand, ValueEnum};
 use dcmon_ipmi::client::{self, SensorValue};
 use dcmon_ipmi::cmd::chassis::{ChassisStatus, PowerAction};
 use dcmon_ipmi::cmd::{app, sel};
 use dcmon_ipmi::crypto::CipherSuite;
+use dcmon_ipmi::fans::{self, FanAction};
 use dcmon_ipmi::msg::Request;
 use dcmon_ipmi::rakp::Privilege;
 use dcmon_ipmi::transport::Transport;
-use dcmon_ipmi::transport::lan::{LanConfig, LanSession};
-use dcmon_ipmi::vendor::{self, Vendor, dell, hpe, supermicro};
+use dcmon_ipmi::transport::lan::{LanConfig, LanSession, parse_target};
+use dcmon_ipmi::vendor::Vendor;
 use std::time::Duration;
 
 /// Prints any serializable value as pretty JSON and evaluates to `Ok(())`.
@@ -153,7 +154,7 @@ enum FanCommand {
     /// Show the fan mode, or set it.
     Mode {
         #[arg(value_parser = parse_fan_mode)]
-        mode: Option<supermicro::FanMode>,
+        mode: Option<String>,
     },
     /// Show a zone's duty, or set it (percent; switches to Full mode first).
     Zone {
@@ -187,32 +188,10 @@ fn parse_hex_byte(s: &str) -> Result<u8, String> {
     u8::from_str_radix(digits, 16).map_err(|_| format!("{s:?} is not a hex byte (00-ff)"))
 }
 
-fn parse_fan_mode(s: &str) -> Result<supermicro::FanMode, String> {
-    supermicro::FanMode::from_name(s)
-        .ok_or_else(|| format!("{s:?}: expected standard, full, optimal or heavyio"))
-}
-
-/// HOST, HOST:PORT or [V6]:PORT.
-fn split_host(s: &str) -> Result<(String, u16), String> {
-    let port = |p: &str| {
-        p.parse::<u16>()
-            .map_err(|_| format!("{s:?}: {p:?} is not a port number"))
-    };
-    if let Some(rest) = s.strip_prefix('[') {
-        let (h, tail) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("{s:?}: missing ']'"))?;
-        return match tail.strip_prefix(':') {
-            Some(p) => Ok((h.to_string(), port(p)?)),
-            None if tail.is_empty() => Ok((h.to_string(), 623)),
-            None => Err(format!("{s:?}: unexpected {tail:?} after ']'")),
-        };
-    }
-    match s.rsplit_once(':') {
-        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), port(p)?)),
-        _ if s.is_empty() => Err("empty host".into()),
-        _ => Ok((s.to_string(), 623)),
-    }
+fn parse_fan_mode(s: &str) -> Result<String, String> {
+    fans::parse_mode(s)
+        .map(|_| s.to_string())
+        .map_err(|e| e.to_string())
 }
 
 /// A usage error: printed like clap's and exits with status 2.
@@ -221,7 +200,7 @@ fn usage_error(msg: impl std::fmt::Display) -> ! {
 }
 
 pub(crate) fn run(args: IpmiArgs) -> Result<()> {
-    let (host, port) = split_host(&args.host).unwrap_or_else(|e| usage_error(e));
+    let (host, port) = parse_target(&args.host).unwrap_or_else(|e| usage_error(e));
     let password = match (&args.password, args.env_password) {
         (Some(p), _) => p.clone(),
         (None, true) => std::env::var("IPMI_PASSWORD").unwrap_or_else(|_| {
@@ -407,180 +386,26 @@ async fn power(bmc: &LanSession, action: PowerArg, json: bool) -> Result<()> {
     }
 }
 
-/// Fan speeds and lower-critical thresholds from the SDR, for status and warnings.
-async fn fan_readings(bmc: &LanSession) -> Result<Vec<(SensorValue, vendor::FanReading)>> {
-    let records = client::sdr_records(bmc).await?;
-    let values = client::read_sensors(bmc, &records).await?;
-    Ok(values
-        .into_iter()
-        .filter(|v| v.record.sensor_type == 0x04 && v.record.is_analog())
-        .map(|v| {
-            let reading = vendor::FanReading {
-                name: v.record.name.clone(),
-                rpm: v.value.unwrap_or(0.0),
-                lower_critical_rpm: v.record.threshold(v.record.thresholds.lower_critical),
-            };
-            (v, reading)
-        })
-        .collect())
-}
-
+/// Runs a fan action through `dcmon_ipmi::fans`: warnings to standard error, the report
+/// as text or JSON.
 async fn fan(bmc: &LanSession, command: &FanCommand, json: bool) -> Result<()> {
-    let id = client::device_id(bmc).await?;
-    let vendor = id.vendor();
-    let host = bmc.host().to_string();
-    match vendor {
-        Vendor::Supermicro => supermicro_fan(bmc, command, json).await,
-        Vendor::Dell => dell_fan(bmc, command, json).await,
-        Vendor::Hpe => bail!("{host}: {}", hpe::FAN_CONTROL),
-        Vendor::Other(_) => bail!(
-            "{host}: no fan profile for {vendor} (fan control is offered for Supermicro and Dell BMCs)"
-        ),
-    }
-}
-
-async fn oem(bmc: &LanSession, req: &Request, what: &str) -> Result<Vec<u8>> {
-    client::call(bmc, req, what).await.map_err(|e| {
-        let hint = match e.completion() {
-            Some(c) if c.0 == 0xC1 => " (the BMC does not know this OEM command: wrong vendor profile or board generation)",
-            _ => "",
-        };
-        anyhow::anyhow!("{e}{hint}")
-    })
-}
-
-async fn supermicro_fan(bmc: &LanSession, command: &FanCommand, json: bool) -> Result<()> {
-    let mode_of = |d: Vec<u8>| supermicro::parse_fan_mode(&d).context("fan mode response");
-    match command {
-        FanCommand::Status => {
-            let mode = mode_of(oem(bmc, &supermicro::get_fan_mode(), "get fan mode").await?)?;
-            let mut duties = Vec::new();
-            for zone in 0..=1 {
-                let req = supermicro::get_zone_duty(zone)?;
-                let d = oem(bmc, &req, "get zone duty").await?;
-                duties.push((zone, supermicro::parse_zone_duty(&d)?));
-            }
-            let fans = fan_readings(bmc).await?;
-            if json {
-                return print_json!(&serde_json::json!({
-                    "vendor": "Supermicro",
-                    "mode": mode.name(),
-                    "zones": duties.iter().map(|(z, d)| serde_json::json!({"zone": z, "duty_percent": d})).collect::<Vec<_>>(),
-                    "fans": fans.iter().map(|(v, _)| v).collect::<Vec<_>>(),
-                }));
-            }
-            println!("Fan mode: {}", mode.name());
-            for (zone, duty) in duties {
-                println!("Zone {zone} duty: {duty} %");
-            }
-            for (v, _) in &fans {
-                println!("{}", format_sdr_line(v));
-            }
-            Ok(())
-        }
-        FanCommand::Mode { mode: None } => {
-            let mode = mode_of(oem(bmc, &supermicro::get_fan_mode(), "get fan mode").await?)?;
-            if json {
-                print_json!(&serde_json::json!({ "mode": mode.name() }))
-            } else {
-                println!("{}", mode.name());
-                Ok(())
-            }
-        }
-        FanCommand::Mode { mode: Some(mode) } => {
-            oem(bmc, &supermicro::set_fan_mode(*mode), "set fan mode").await?;
-            println!("Fan mode set to {}", mode.name());
-            Ok(())
-        }
-        FanCommand::Zone { zone, duty: None } => {
-            let req = supermicro::get_zone_duty(*zone)?;
-            let duty = supermicro::parse_zone_duty(&oem(bmc, &req, "get zone duty").await?)?;
-            if json {
-                print_json!(&serde_json::json!({ "zone": zone, "duty_percent": duty }))
-            } else {
-                println!("Zone {zone} duty: {duty} %");
-                Ok(())
-            }
-        }
-        FanCommand::Zone {
-            zone,
-            duty: Some(duty),
-        } => {
-            let mode = mode_of(oem(bmc, &supermicro::get_fan_mode(), "get fan mode").await?)?;
-            let current = supermicro::parse_zone_duty(
-                &oem(bmc, &supermicro::get_zone_duty(*zone)?, "get zone duty").await?,
-            )?;
-            let fans: Vec<_> = fan_readings(bmc)
-                .await?
-                .into_iter()
-                .map(|(_, f)| f)
-                .collect();
-            for warning in vendor::fans_below_lower_critical(&fans, current, *duty) {
-                eprintln!("warning: {warning}");
-            }
-            for req in supermicro::manual_duty(Some(mode), *zone, *duty, false)? {
-                oem(bmc, &req, "set fan duty").await?;
-            }
-            println!("Zone {zone} duty set to {duty} % (fan mode full)");
-            Ok(())
-        }
-    }
-}
-
-async fn dell_fan(bmc: &LanSession, command: &FanCommand, json: bool) -> Result<()> {
-    let send = |req: Request| async move {
-        client::call(bmc, &req, "Dell fan control")
-            .await
-            .map_err(|e| match e.completion().and_then(dell::explain_refusal) {
-                Some(why) => anyhow::anyhow!("{}: {why}", bmc.host()),
-                None => e.into(),
-            })
+    let action = match command {
+        FanCommand::Status => FanAction::Status,
+        FanCommand::Mode { mode } => FanAction::Mode { mode: mode.clone() },
+        FanCommand::Zone { zone, duty } => FanAction::Zone {
+            zone: *zone,
+            duty: *duty,
+        },
     };
-    match command {
-        FanCommand::Status => {
-            let fans = fan_readings(bmc).await?;
-            if json {
-                return print_json!(&serde_json::json!({
-                    "vendor": "Dell",
-                    "fans": fans.iter().map(|(v, _)| v).collect::<Vec<_>>(),
-                }));
-            }
-            println!("iDRAC reports no fan mode over IPMI; fan speeds:");
-            for (v, _) in &fans {
-                println!("{}", format_sdr_line(v));
-            }
-            Ok(())
-        }
-        FanCommand::Mode { mode: None } => {
-            bail!("{}: iDRAC reports no fan mode over IPMI", bmc.host())
-        }
-        FanCommand::Mode { mode: Some(mode) } => {
-            match mode {
-                supermicro::FanMode::Full => {
-                    for req in dell::manual_duty(100)? {
-                        send(req).await?;
-                    }
-                    println!("Fans set to 100 % (manual control)");
-                }
-                _ => {
-                    send(dell::automatic_mode()).await?;
-                    println!("Fan control handed back to the iDRAC (automatic)");
-                }
-            }
-            Ok(())
-        }
-        FanCommand::Zone { duty: None, .. } => {
-            bail!("{}: iDRAC reports no fan duty over IPMI", bmc.host())
-        }
-        FanCommand::Zone {
-            duty: Some(duty), ..
-        } => {
-            for req in dell::manual_duty(*duty)? {
-                send(req).await?;
-            }
-            println!("All fans set to {duty} % (manual control)");
-            Ok(())
-        }
+    let report = fans::execute(bmc, &action).await?;
+    for warning in &report.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if json {
+        print_json!(&report)
+    } else {
+        print!("{}", fans::render_text(&action, &report));
+        Ok(())
     }
 }
 
@@ -710,15 +535,6 @@ fn format_raw(data: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hosts_and_ports() {
-        assert_eq!(split_host("bmc1"), Ok(("bmc1".into(), 623)));
-        assert_eq!(split_host("10.0.0.1:6230"), Ok(("10.0.0.1".into(), 6230)));
-        assert_eq!(split_host("[::1]:6230"), Ok(("::1".into(), 6230)));
-        assert_eq!(split_host("::1"), Ok(("::1".into(), 623)));
-        assert!(split_host("bmc:x").is_err());
-    }
 
     #[test]
     fn hex_bytes() {

@@ -2,6 +2,7 @@
 //! the libraries.
 
 mod bmc_sim;
+mod command_cli;
 mod ipmi_cli;
 mod quickstart;
 mod tsdb_cli;
@@ -70,6 +71,14 @@ enum Command {
         locate: Locate,
         #[command(subcommand)]
         command: AgentsCommand,
+    },
+    /// Live commands for agents: send one and wait for its result, or list history.
+    #[command(name = "command")]
+    Commands {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: command_cli::CommandCommand,
     },
     /// API tokens for scripts and Grafana.
     Token {
@@ -327,6 +336,11 @@ fn main() -> Result<()> {
                     Ok(())
                 }
             }
+        }
+        Command::Commands { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            command_cli::run(&db, command, &actor())
         }
         Command::Token { locate, command } => {
             let config = load_config(&locate, vec![])?;

@@ -181,7 +181,7 @@ async fn start_local_agent(
     cfg.save(&cfg_path)?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
-        if let Err(e) = dcmon_agent::runner::run(cfg, async {
+        if let Err(e) = dcmon_agent::runner::run(cfg, cfg_path, async {
             let _ = rx.await;
         })
         .await

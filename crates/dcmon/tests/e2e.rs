@@ -6,6 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "e2e/agent_live.rs"]
+mod agent_live;
 #[path = "e2e/bmc_sim.rs"]
 mod bmc_sim;
 #[path = "e2e/durability.rs"]
@@ -165,6 +167,30 @@ impl PinnedHttp {
                 req = req.bearer_auth(t);
             }
             let resp = req.send().await.map_err(|e| e.to_string())?;
+            let status = resp.status().as_u16();
+            let body = resp.json().await.unwrap_or(serde_json::Value::Null);
+            Ok((status, body))
+        })
+    }
+}
+
+impl PinnedHttp {
+    /// POST of a JSON body with a bearer token: (status, JSON body).
+    fn post(
+        &self,
+        url: &str,
+        token: &str,
+        body: &serde_json::Value,
+    ) -> Result<(u16, serde_json::Value), String> {
+        self.rt.block_on(async {
+            let resp = self
+                .http
+                .post(url)
+                .bearer_auth(token)
+                .json(body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
             let status = resp.status().as_u16();
             let body = resp.json().await.unwrap_or(serde_json::Value::Null);
             Ok((status, body))

@@ -4,10 +4,15 @@
 //! and never calls `collect` on an unavailable one. A failing collector reports
 //! `dcmon_collector_up{collector} 0` and never stops the others.
 
+pub mod apt;
+pub mod bmc_fan;
+pub mod gpu;
+pub mod ipmi;
+pub mod nvme;
 pub mod os;
 
 /// Every collector name, as used in `collectors.disabled`.
-pub const NAMES: &[&str] = &["os"];
+pub const NAMES: &[&str] = &["os", "nvme", "apt", "gpu", "ipmi", "bmc_fan"];
 
 use dcmon_wire::MetricSample;
 
@@ -22,6 +27,9 @@ pub enum CollectError {
     },
     #[error("parsing {path}: {message}")]
     Parse { path: String, message: String },
+    /// A BMC request failed; the message names the BMC (device path or host).
+    #[error("{0}")]
+    Ipmi(String),
 }
 
 /// One source of metrics.

@@ -60,6 +60,33 @@ impl std::fmt::Debug for LanConfig {
     }
 }
 
+/// The RMCP+ port BMCs listen on unless told otherwise.
+pub const DEFAULT_PORT: u16 = 623;
+
+/// Splits a BMC target as users write it, HOST, HOST:PORT or [V6]:PORT (a bare IPv6
+/// address takes the default port), into host and port.
+pub fn parse_target(s: &str) -> Result<(String, u16), String> {
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .map_err(|_| format!("{s:?}: {p:?} is not a port number"))
+    };
+    if let Some(rest) = s.strip_prefix('[') {
+        let (h, tail) = rest
+            .split_once(']')
+            .ok_or_else(|| format!("{s:?}: missing ']'"))?;
+        return match tail.strip_prefix(':') {
+            Some(p) => Ok((h.to_string(), port(p)?)),
+            None if tail.is_empty() => Ok((h.to_string(), DEFAULT_PORT)),
+            None => Err(format!("{s:?}: unexpected {tail:?} after ']'")),
+        };
+    }
+    match s.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => Ok((h.to_string(), port(p)?)),
+        _ if s.is_empty() => Err("empty host".into()),
+        _ => Ok((s.to_string(), DEFAULT_PORT)),
+    }
+}
+
 impl LanConfig {
     pub fn new(
         host: impl Into<String>,
@@ -68,7 +95,7 @@ impl LanConfig {
     ) -> Self {
         LanConfig {
             host: host.into(),
-            port: 623,
+            port: DEFAULT_PORT,
             username: username.into(),
             password: password.into(),
             kg: None,
@@ -732,5 +759,20 @@ impl Transport for LanSession {
 
     fn host(&self) -> &str {
         &self.config.host
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_target;
+
+    #[test]
+    fn targets_split_into_host_and_port() {
+        assert_eq!(parse_target("bmc1"), Ok(("bmc1".into(), 623)));
+        assert_eq!(parse_target("10.0.0.1:6230"), Ok(("10.0.0.1".into(), 6230)));
+        assert_eq!(parse_target("[::1]:6230"), Ok(("::1".into(), 6230)));
+        assert_eq!(parse_target("::1"), Ok(("::1".into(), 623)));
+        assert!(parse_target("bmc:x").is_err());
+        assert!(parse_target("").is_err());
     }
 }

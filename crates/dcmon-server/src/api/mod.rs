@@ -4,6 +4,7 @@
 //! everything else needs an API token with a sufficient role.
 
 mod agent;
+mod commands;
 mod prom;
 mod remote_write;
 
@@ -86,6 +87,13 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route(dcmon_wire::api::PATH_REGISTER, post(agent::register))
         .route(dcmon_wire::api::PATH_PUSH, post(agent::push))
+        .route(dcmon_wire::command::PATH_COMMANDS, post(commands::poll))
+        .route(
+            dcmon_wire::command::PATH_COMMAND_RESULT,
+            post(commands::result),
+        )
+        .route("/api/commands", get(commands::list).post(commands::create))
+        .route("/api/commands/{id}", get(commands::get_one))
         .route("/api/v1/query", get(prom::query).post(prom::query))
         .route(
             "/api/v1/query_range",

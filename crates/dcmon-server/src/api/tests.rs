@@ -206,6 +206,8 @@ async fn healthz_is_the_only_anonymous_route() {
         "/api/agents",
         "/api/stats",
         "/api/v1/label/host/values",
+        "/api/commands",
+        "/api/commands/1",
     ] {
         let (s, v) = h
             .send(Request::get(path).body(Body::empty()).unwrap())
@@ -737,4 +739,118 @@ mod remote_write {
         assert_eq!(s, StatusCode::BAD_REQUEST);
         assert!(v["message"].as_str().unwrap().contains("gzip"), "{v}");
     }
+}
+
+#[tokio::test]
+async fn commands_need_operator_reach_a_waiting_poll_and_keep_results() {
+    use dcmon_wire::command::{PATH_COMMAND_RESULT, PATH_COMMANDS};
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("machine-1", "gpu01").await;
+    let viewer = h.token(Role::Viewer);
+    let operator = h.token(Role::Operator);
+    let send = |token: &str, body: &str| {
+        Request::post("/api/commands")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let body =
+        r#"{"host":"gpu01","kind":"fan_control","params":{"action":"zone","zone":0,"duty":40}}"#;
+    let (s, _) = h.send(send(&viewer, body)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h
+        .send(send(
+            &operator,
+            r#"{"host":"gpu01","kind":"launch_missiles"}"#,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = h
+        .send(send(
+            &operator,
+            r#"{"host":"gpu01","kind":"fan_control","params":{"action":"mode","mode":"turbo"}}"#,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["message"].as_str().unwrap().contains("heavy_io"), "{v}");
+    let (s, v) = h
+        .send(send(&operator, r#"{"host":"nosuch","kind":"collect_now"}"#))
+        .await;
+    assert_eq!(s, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+
+    // A poll waiting before the command exists is answered when it is queued.
+    let now = h.clock.now_ms();
+    let poll_body = br#"{"wait_ms":20000}"#;
+    let poll = h.signed(
+        PATH_COMMANDS,
+        Some(&agent.id),
+        &agent.key,
+        now,
+        poll_body,
+        poll_body,
+    );
+    let router =
+        app(h.state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+    let waiting = tokio::spawn(router.oneshot(poll));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let started = std::time::Instant::now();
+    let (s, created) = h.send(send(&operator, body)).await;
+    assert_eq!(s, StatusCode::CREATED, "{created}");
+    let resp = waiting.await.unwrap().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2));
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    let delivered: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(delivered[0]["id"], created["id"]);
+    assert_eq!(delivered[0]["command"]["params"]["duty"], 40);
+
+    let result = serde_json::to_vec(&serde_json::json!({
+        "id": created["id"], "ok": true, "message": "Zone 0 duty set to 40 %",
+        "output": "{\"duty_percent\":40}",
+    }))
+    .unwrap();
+    let req = h.signed(
+        PATH_COMMAND_RESULT,
+        Some(&agent.id),
+        &agent.key,
+        now,
+        &result,
+        &result,
+    );
+    let (s, _) = h.send(req).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let req = h.signed(
+        PATH_COMMAND_RESULT,
+        Some(&agent.id),
+        &agent.key,
+        now,
+        &result,
+        &result,
+    );
+    assert_eq!(
+        h.send(req).await.0,
+        StatusCode::NOT_FOUND,
+        "a result counts once"
+    );
+    let (s, v) = h
+        .send(
+            Request::get(format!("/api/commands/{}?wait=1s", created["id"]))
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["status"], "succeeded");
+    assert_eq!(v["output"]["duty_percent"], 40);
+    let (s, v) = h
+        .send(
+            Request::get("/api/commands?host=gpu01")
+                .header("authorization", format!("Bearer {viewer}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["commands"].as_array().unwrap().len(), 1);
 }

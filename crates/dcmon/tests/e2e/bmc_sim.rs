@@ -32,15 +32,15 @@ fn free_udp_ports(n: u16) -> u16 {
     panic!("no block of {n} free UDP ports");
 }
 
-struct Sim {
+pub(crate) struct Sim {
     proc: Proc,
-    port: u16,
+    pub(crate) port: u16,
     stdout: BufReader<std::process::ChildStdout>,
 }
 
 impl Sim {
     /// Starts `dcmon bmc-sim` and waits for its "listening" line.
-    fn start(count: u16, args: &[&str]) -> Self {
+    pub(crate) fn start(count: u16, args: &[&str]) -> Self {
         let port = free_udp_ports(count);
         let mut proc = Proc::spawn(
             "dcmon bmc-sim",
@@ -63,7 +63,7 @@ impl Sim {
     }
 
     /// Sends one control line and returns the answer's first line.
-    fn control(&mut self, line: &str) -> String {
+    pub(crate) fn control(&mut self, line: &str) -> String {
         let stdin = self.proc.child.stdin.as_mut().unwrap();
         writeln!(stdin, "{line}").unwrap();
         let mut answer = String::new();
