@@ -5,6 +5,8 @@
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 //! - `bench wire`: bytes per sample of dcmon batches beside remote_write and gzip JSON.
 //! - `bench ipmi`: reading one BMC (ours vs `ipmitool`) and polling 1,000 simulated BMCs.
+//! - `bench agent`: the agent's CPU per collection, RSS and series beside node_exporter.
+//! - `bench bmc`: the server's agentless poller against 1,000 simulated BMCs.
 //! - `bench tsdb`: fleet-shaped remote_write load against dcmon, Prometheus and
 //!   VictoriaMetrics in one run (ingest rate, CPU, RSS, disk, query latency, ratios).
 //! - `fuzz <target> [--seconds N]`: a time-bounded `cargo fuzz` run (needs nightly).
@@ -38,7 +40,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|bench ipmi [--help]|fuzz TARGET [--seconds N]>"
+                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|bench ipmi [--help]|bench agent [--help]|bench bmc [--help]|fuzz TARGET [--seconds N]>"
             );
             Ok(())
         }

@@ -281,6 +281,15 @@ impl Executor {
                 next.collectors.disabled.push(d);
             }
         }
+        if let Some(text) = &c.fan_curve {
+            match serde_json::from_str::<dcmon_ipmi::curve::CurveConfig>(text) {
+                Ok(curve) => next.fan_curve = Some(curve),
+                Err(e) => return failed(id, format!("fan_curve: {e}")),
+            }
+        }
+        if c.remove_fan_curve {
+            next.fan_curve = None;
+        }
         if let Err(problems) = next.validate() {
             return failed(id, problems.join("; "));
         }
@@ -304,12 +313,18 @@ impl Executor {
         let output = serde_json::json!({
             "interval_s": self.cfg.interval.as_secs(),
             "disabled": self.cfg.collectors.disabled,
+            "fan_curve": self.cfg.fan_curve,
         });
         done(
             id,
             format!(
-                "interval {} s; collectors off: {}",
+                "interval {} s; fan curve {}; collectors off: {}",
                 self.cfg.interval.as_secs(),
+                if self.cfg.fan_curve.is_some() {
+                    "on this agent"
+                } else {
+                    "none"
+                },
                 if self.cfg.collectors.disabled.is_empty() {
                     "none".to_owned()
                 } else {

@@ -41,6 +41,9 @@ pub struct AgentConfig {
     pub commands: CommandsConfig,
     /// Reach the BMC over the network (RMCP+) for fan commands, instead of `/dev/ipmi0`.
     pub bmc_lan: Option<BmcLan>,
+    /// A fan curve this agent runs itself (set by the server's `config_update`, or by
+    /// hand); none: the fans are left to the BMC.
+    pub fan_curve: Option<dcmon_ipmi::curve::CurveConfig>,
 }
 
 /// The optional local `/metrics` endpoint, for an existing Prometheus to scrape.
@@ -124,6 +127,7 @@ impl Default for AgentConfig {
             exporter: ExporterConfig::default(),
             commands: CommandsConfig::default(),
             bmc_lan: None,
+            fan_curve: None,
             ipmi: IpmiConfig::default(),
         }
     }
@@ -199,6 +203,11 @@ impl AgentConfig {
         if let Some(b) = &self.bmc_lan {
             if b.address.is_empty() || b.user.is_empty() {
                 p.push("bmc_lan: address and user must not be empty".into());
+            }
+        }
+        if let Some(c) = &self.fan_curve {
+            if let Err(curve) = c.validate() {
+                p.extend(curve.into_iter().map(|e| format!("fan_curve.{e}")));
             }
         }
         if let Err(os) = self.collectors.os.validate() {

@@ -187,8 +187,7 @@ async fn execute<T: Transport>(
 mod tests {
     use super::*;
     use clap::Parser;
-    use dcmon_ipmi::rakp::Privilege;
-    use dcmon_ipmi::sim::{Faults, Fleet, SimConfig, User, Vendor};
+    use dcmon_ipmi::sim::{Fleet, SimConfig, Vendor};
 
     #[derive(Parser)]
     struct Cli {
@@ -258,30 +257,13 @@ mod tests {
             .enable_all()
             .build()
             .expect("runtime");
-        let fleet = (0..20)
-            .find_map(|_| {
-                let probe = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-                let port = probe.local_addr().ok()?.port();
-                drop(probe);
-                server
-                    .block_on(Fleet::start(SimConfig {
-                        bind: [127, 0, 0, 1].into(),
-                        base_port: port,
-                        count: 1,
-                        vendor: Vendor::Supermicro,
-                        seed: 1,
-                        dell_refuses_manual_fans: false,
-                        users: vec![User {
-                            name: "admin".into(),
-                            password: "s3cret".into(),
-                            max_privilege: Privilege::Administrator,
-                        }],
-                        faults: Faults::default(),
-                        load: None,
-                    }))
-                    .ok()
-            })
-            .expect("a free UDP port");
+        let fleet = server
+            .block_on(Fleet::start(SimConfig::loopback(
+                Vendor::Supermicro,
+                "admin",
+                "s3cret",
+            )))
+            .expect("simulator");
         let target = format!("127.0.0.1:{}", fleet.addrs()[0].port());
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -305,7 +287,7 @@ mod tests {
         assert_eq!(report["zones"][0]["duty_percent"], 40);
         let e = fans(&[&lan[..], &["zone", "0", "10"]].concat()).expect_err("below minimum");
         assert!(
-            e.to_string().contains("below Supermicro's minimum of 25 %"),
+            e.to_string().contains("below Supermicro's minimum of 20 %"),
             "{e}"
         );
         server.block_on(fleet.shutdown());

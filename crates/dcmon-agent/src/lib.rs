@@ -11,7 +11,9 @@
 //! - [`pusher`][]: batches to the server, spooling what it cannot take.
 //! - [`commands`][]: the command long-poll and what each command does.
 //! - [`exporter`][]: the optional local `/metrics`.
+//! - [`fanloop`][]: the fan curve run on this machine, with its fail-safe.
 //! - [`spool`][]: scrapes waiting on disk while the server is unreachable.
+//! - [`install`][]: `dcmon-agent install`/`uninstall`: the hardened systemd service.
 
 pub mod client;
 pub mod collectors;
@@ -20,7 +22,9 @@ pub mod config;
 pub mod enroll;
 pub mod exporter;
 pub mod exposition;
+pub mod fanloop;
 pub mod identity;
+pub mod install;
 pub mod pusher;
 pub mod runner;
 pub mod spool;

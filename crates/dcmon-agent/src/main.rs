@@ -4,9 +4,9 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use dcmon_agent::config::{AgentConfig, DEFAULT_CONFIG_PATH};
 use dcmon_agent::enroll::{Trust, register};
-use dcmon_agent::{exposition, runner};
+use dcmon_agent::{exposition, install, runner};
 use std::io::{BufRead, IsTerminal, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 mod fans_cli;
 
@@ -63,6 +63,36 @@ enum Command {
     },
     /// The BMC's fans: status, mode, zone duty (drop-in for fans.sh).
     Fans(fans_cli::FansArgs),
+    /// Install as a hardened systemd service running as an unprivileged system user.
+    Install {
+        /// The system user (and group) the service runs as; created if missing.
+        #[arg(long, default_value = install::DEFAULT_USER)]
+        user: String,
+        /// Where to install this binary (the unit's ExecStart).
+        #[arg(long, default_value = install::DEFAULT_BINARY)]
+        binary: PathBuf,
+        /// Write the files but do not enable or start the service.
+        #[arg(long)]
+        no_start: bool,
+        /// Write everything below DIR, run no command, change no owner (packaging).
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
+    /// Stop and remove the service, its rules and the installed binary.
+    Uninstall {
+        /// Also remove the key, the spool, agent.yaml and the user.
+        #[arg(long)]
+        purge: bool,
+        /// The user the service ran as.
+        #[arg(long, default_value = install::DEFAULT_USER)]
+        user: String,
+        /// The installed binary (removed only if the installed unit runs it).
+        #[arg(long, default_value = install::DEFAULT_BINARY)]
+        binary: PathBuf,
+        /// Remove below DIR and run no command.
+        #[arg(long, value_name = "DIR")]
+        root: Option<PathBuf>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -80,8 +110,45 @@ fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let _ = rustls::crypto::ring::default_provider().install_default();
+    let command = match cli.command {
+        Some(Command::Install {
+            user,
+            binary,
+            no_start,
+            root,
+        }) => {
+            fixed_config_path(&cli.config, "install")?;
+            let executable = std::env::current_exe().context("locating the running binary")?;
+            let report = install::install(&install::InstallOptions {
+                user,
+                binary,
+                executable,
+                start: !no_start,
+                root,
+            })?;
+            print!("{report}");
+            return Ok(());
+        }
+        Some(Command::Uninstall {
+            purge,
+            user,
+            binary,
+            root,
+        }) => {
+            fixed_config_path(&cli.config, "uninstall")?;
+            let report = install::uninstall(&install::UninstallOptions {
+                user,
+                binary,
+                purge,
+                root,
+            })?;
+            print!("{report}");
+            return Ok(());
+        }
+        other => other.unwrap_or(Command::Run { interval: None }),
+    };
     let mut cfg = AgentConfig::load(&cli.config, |k| std::env::var(k).ok())?;
-    match cli.command.unwrap_or(Command::Run { interval: None }) {
+    match command {
         Command::Collect { once: _, format } => {
             let mut collectors = runner::build_collectors(&cfg);
             let scrape = runner::collect_once(&mut collectors, &cfg.hostname());
@@ -97,6 +164,9 @@ fn main() -> Result<()> {
             Ok(())
         }
         Command::Fans(args) => fans_cli::run(args, &cfg.ipmi),
+        Command::Install { .. } | Command::Uninstall { .. } => {
+            unreachable!("install and uninstall return before the configuration is loaded")
+        }
         Command::Register {
             server,
             token,
@@ -151,6 +221,18 @@ fn main() -> Result<()> {
             rt.block_on(runner::run(cfg, cli.config.clone(), shutdown_signal()))
         }
     }
+}
+
+/// The installed unit always reads `DEFAULT_CONFIG_PATH` (its sandbox can write only
+/// there), so another `--config` would silently not apply.
+fn fixed_config_path(config: &Path, what: &str) -> Result<()> {
+    if config != Path::new(DEFAULT_CONFIG_PATH) {
+        bail!(
+            "`dcmon-agent {what}` always uses {DEFAULT_CONFIG_PATH}; drop --config {} (or unset DCMON_AGENT_CONFIG)",
+            config.display()
+        );
+    }
+    Ok(())
 }
 
 async fn shutdown_signal() {

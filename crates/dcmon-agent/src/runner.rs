@@ -12,6 +12,7 @@ use crate::spool::Spool;
 use dcmon_wire::{Labels, MetricSample, Scrape};
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -236,6 +237,15 @@ pub async fn run(
         ))
     });
 
+    let agent_temps = Arc::new(crate::fanloop::AgentTemps::default());
+    let (curve_tx, curve_rx) = watch::channel(cfg.fan_curve.clone());
+    let fan_task = tokio::spawn(crate::fanloop::run(
+        cfg.clone(),
+        curve_rx,
+        agent_temps.clone(),
+        stop_rx.clone(),
+    ));
+
     let mut cfg = cfg;
     // Collectors that talk to a BMC own a small runtime of their own, which may only be
     // created and dropped where blocking is allowed.
@@ -257,6 +267,11 @@ pub async fn run(
                         tokio::task::block_in_place(|| build_collectors(&cfg)),
                     );
                     tokio::task::block_in_place(move || drop(old));
+                    curve_tx.send_if_modified(|c| {
+                        let changed = *c != cfg.fan_curve;
+                        *c = cfg.fan_curve.clone();
+                        changed
+                    });
                     tick = new_tick(cfg.interval);
                     tracing::info!(interval = ?cfg.interval, disabled = ?cfg.collectors.disabled, "configuration updated");
                     let _ = done.send(());
@@ -279,6 +294,9 @@ pub async fn run(
         if let Some(e) = &exported {
             e.publish(&scrape);
         }
+        if cfg.fan_curve.is_some() {
+            agent_temps.update(&scrape);
+        }
         if let Some(reply) = reply {
             let _ = reply.send(CollectSummary::of(&scrape));
         }
@@ -297,6 +315,13 @@ pub async fn run(
         .is_err()
     {
         tracing::warn!("the push task did not stop within 10 s");
+    }
+    // The fan loop hands manual fan control back to the BMC before the agent exits.
+    if tokio::time::timeout(Duration::from_secs(15), fan_task)
+        .await
+        .is_err()
+    {
+        tracing::warn!("the fan loop did not hand control back within 15 s");
     }
     Ok(())
 }

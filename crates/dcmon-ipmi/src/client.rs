@@ -137,6 +137,50 @@ pub struct SensorValue {
     pub status: &'static str,
 }
 
+impl SensorValue {
+    /// A sensor without a reading ("ns").
+    pub fn unreadable(record: &sdr::SensorRecord) -> Self {
+        SensorValue {
+            record: record.clone(),
+            value: None,
+            raw: None,
+            states: None,
+            status: "ns",
+        }
+    }
+
+    /// What a Get Sensor Reading answer says about `record`: "ns" when it is an error,
+    /// cannot be parsed, or marks the reading unavailable.
+    pub fn from_response(record: &sdr::SensorRecord, rsp: &Response) -> Self {
+        let reading = match rsp.ok().map(sensor::SensorReading::parse) {
+            Ok(Ok(r)) if r.valid() => r,
+            _ => return Self::unreadable(record),
+        };
+        let analog = record.is_analog();
+        SensorValue {
+            record: record.clone(),
+            value: if analog {
+                record.conversion.and_then(|c| c.convert(reading.raw))
+            } else {
+                None
+            },
+            raw: Some(reading.raw),
+            states: Some(u16::from(reading.states) | (u16::from(reading.states_high) << 8)),
+            status: if analog {
+                reading.threshold_status().abbreviation()
+            } else {
+                "ok"
+            },
+        }
+    }
+
+    /// Whether the BMC itself owns the sensor; others need IPMB bridging, which is not
+    /// done, so they are reported without a reading.
+    pub fn readable_directly(record: &sdr::SensorRecord) -> bool {
+        record.owner_id == crate::msg::BMC_ADDR && record.owner_lun == 0
+    }
+}
+
 /// Reads every sensor record's current value. A sensor that cannot be read is
 /// reported with status "ns"; only transport failures abort.
 pub async fn read_sensors<T: Transport>(
@@ -148,42 +192,12 @@ pub async fn read_sensors<T: Transport>(
         let sdr::SdrRecord::Sensor(s) = r else {
             continue;
         };
-        let unreadable = SensorValue {
-            record: s.clone(),
-            value: None,
-            raw: None,
-            states: None,
-            status: "ns",
-        };
-        // Sensors owned by other controllers need IPMB bridging, which is not done.
-        if s.owner_id != crate::msg::BMC_ADDR || s.owner_lun != 0 {
-            out.push(unreadable);
+        if !SensorValue::readable_directly(s) {
+            out.push(SensorValue::unreadable(s));
             continue;
         }
         let rsp: Response = t.send(&sensor::get_sensor_reading(s.number)).await?;
-        let reading = match rsp.ok().map(sensor::SensorReading::parse) {
-            Ok(Ok(r)) if r.valid() => r,
-            _ => {
-                out.push(unreadable);
-                continue;
-            }
-        };
-        let analog = s.is_analog();
-        out.push(SensorValue {
-            record: s.clone(),
-            value: if analog {
-                s.conversion.and_then(|c| c.convert(reading.raw))
-            } else {
-                None
-            },
-            raw: Some(reading.raw),
-            states: Some(u16::from(reading.states) | (u16::from(reading.states_high) << 8)),
-            status: if analog {
-                reading.threshold_status().abbreviation()
-            } else {
-                "ok"
-            },
-        });
+        out.push(SensorValue::from_response(s, &rsp));
     }
     Ok(out)
 }

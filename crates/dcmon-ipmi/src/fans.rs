@@ -632,7 +632,7 @@ mod tests {
                 zone: 0,
                 duty: Some(10),
             },
-            "sim: duty 10 % is below Supermicro's minimum of 25 %; nothing was changed",
+            "sim: duty 10 % is below Supermicro's minimum of 20 %; nothing was changed",
         );
         check(
             FanAction::Zone {

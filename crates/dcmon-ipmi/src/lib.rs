@@ -11,7 +11,11 @@
 //!   SDR, sensors, SEL, DCMI).
 //! - [`client`]: multi-step operations over a transport (SDR and SEL reads, sensor
 //!   values, SEL clear).
+//! - [`exporter`]: sensor values as ipmi_exporter series, with a cached SDR reader
+//!   (shared by the agent's collector and the server's BMC poller).
 //! - [`vendor`]: Supermicro, Dell and HPE fan profiles.
+//! - [`curve`]: the fan-curve engine: temperatures and fan state in, fan writes with
+//!   their reasons out (curves, Zephyr preset, hysteresis, fail-safe); no IO.
 //! - [`fans`]: fan status, mode and zone duty as one operation over a transport, shared
 //!   by the CLIs and the agent.
 //! - [`transport`]: the [`Transport`](transport::Transport) trait, RMCP+ over UDP and
@@ -20,7 +24,9 @@
 pub mod client;
 pub mod cmd;
 pub mod crypto;
+pub mod curve;
 mod error;
+pub mod exporter;
 pub mod fans;
 pub mod msg;
 pub mod packet;

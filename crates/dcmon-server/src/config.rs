@@ -23,6 +23,7 @@ pub struct ServerConfig {
     pub storage: StorageConfig,
     pub limits: LimitsConfig,
     pub log: LogConfig,
+    pub bmc_poll: BmcPollConfig,
 }
 
 /// HTTPS certificate. Without files, a self-signed certificate is made in `data_dir/tls`.
@@ -89,6 +90,30 @@ pub struct LimitsConfig {
     pub max_series_per_host: usize,
 }
 
+/// Agentless polling of the BMCs in the inventory (`dcmon bmc ...`, DESIGN §8). Each BMC
+/// is polled on its own interval (set per BMC in the inventory, default 5 minutes).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BmcPollConfig {
+    /// Poll the inventory's BMCs. Off: the inventory is kept but nobody is polled.
+    pub enabled: bool,
+    /// Most polls in flight at once; the rest wait their turn, so a fleet of slow or
+    /// dead BMCs cannot exhaust the server's sockets or memory.
+    pub concurrency: usize,
+    /// The longest one IPMI request may take, its retransmissions and a session
+    /// (re)establishment included: a dead BMC costs this much per poll.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Sends of each message within `timeout` (UDP loses datagrams; BMCs drop some
+    /// under load).
+    pub attempts: u32,
+    /// Polls every BMC at this interval instead of the one in the inventory (which is
+    /// at least 10 s). For tests and benchmarks that need polls seconds apart; unset in
+    /// production.
+    #[serde(default, with = "humantime_serde")]
+    pub interval_override: Option<Duration>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -117,6 +142,19 @@ impl Default for ServerConfig {
             storage: StorageConfig::default(),
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
+            bmc_poll: BmcPollConfig::default(),
+        }
+    }
+}
+
+impl Default for BmcPollConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            concurrency: 64,
+            timeout: Duration::from_secs(5),
+            attempts: 3,
+            interval_override: None,
         }
     }
 }
@@ -298,6 +336,21 @@ impl ServerConfig {
                 "storage.out_of_order_window: must be shorter than retention.raw (late samples must land in raw data)"
                     .to_owned(),
             );
+        }
+        let poll = &self.bmc_poll;
+        if !(1..=4096).contains(&poll.concurrency) {
+            p.push("bmc_poll.concurrency: must be between 1 and 4096".to_owned());
+        }
+        if poll.timeout < Duration::from_millis(100) || poll.timeout > Duration::from_secs(60) {
+            p.push("bmc_poll.timeout: must be between 100ms and 60s".to_owned());
+        }
+        if !(1..=10).contains(&poll.attempts) {
+            p.push("bmc_poll.attempts: must be between 1 and 10".to_owned());
+        }
+        if let Some(every) = poll.interval_override
+            && (every < Duration::from_secs(1) || every > Duration::from_secs(86_400))
+        {
+            p.push("bmc_poll.interval_override: must be between 1s and 1d".to_owned());
         }
         if self.log.level.trim().is_empty() {
             p.push("log.level: must not be empty (e.g. info)".to_owned());
@@ -570,6 +623,25 @@ mod tests {
             e.contains("public_url: \"http://x\" must start with https://"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn bmc_poll_settings_are_checked_each_by_name() {
+        let c = load("s.yaml", "bmc_poll:\n  interval_override: 2s\n", &[]).unwrap();
+        assert_eq!(c.bmc_poll.interval_override, Some(Duration::from_secs(2)));
+        assert_eq!(c.bmc_poll.concurrency, 64);
+        let e = load(
+            "s.yaml",
+            "bmc_poll:\n  concurrency: 0\n  timeout: 0s\n  attempts: 0\n  interval_override: 0s\n",
+            &[],
+        )
+        .unwrap_err();
+        for key in ["concurrency", "timeout", "attempts", "interval_override"] {
+            assert!(
+                e.contains(&format!("bmc_poll.{key}: must be between")),
+                "{key}: {e}"
+            );
+        }
     }
 
     #[test]

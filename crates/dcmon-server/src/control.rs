@@ -88,6 +88,54 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX commands_queued ON commands (agent_id) WHERE status = 'queued';
      CREATE INDEX commands_agent ON commands (agent_id, id);",
+    // 3: the BMC inventory (see `bmcs`); `password` is sealed by `secrets::SecretBox`.
+    "CREATE TABLE bmcs (
+         id INTEGER PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE,
+         address TEXT NOT NULL,
+         port INTEGER NOT NULL,
+         username TEXT NOT NULL,
+         password TEXT NOT NULL,
+         interval_s INTEGER NOT NULL DEFAULT 300,
+         vendor TEXT,
+         vendor_override TEXT,
+         agent_id TEXT REFERENCES agents(id) ON DELETE SET NULL,
+         created_ms INTEGER NOT NULL,
+         updated_ms INTEGER NOT NULL,
+         last_state TEXT,
+         consecutive_failures INTEGER NOT NULL DEFAULT 0,
+         last_poll_ms INTEGER
+     );
+     CREATE INDEX bmcs_agent ON bmcs (agent_id);",
+    // 4: events (see `events`), and how far the BMC poller has read each BMC's SEL.
+    "CREATE TABLE events (
+         id INTEGER PRIMARY KEY,
+         ts_ms INTEGER NOT NULL,
+         source TEXT NOT NULL,
+         host TEXT NOT NULL,
+         bmc TEXT,
+         kind TEXT NOT NULL,
+         severity TEXT NOT NULL,
+         message TEXT NOT NULL,
+         detail TEXT NOT NULL,
+         dedup_key TEXT NOT NULL UNIQUE
+     );
+     CREATE INDEX events_ts ON events (ts_ms);
+     CREATE TABLE bmc_sel_state (
+         bmc_id INTEGER PRIMARY KEY REFERENCES bmcs(id) ON DELETE CASCADE,
+         last_record_id INTEGER,
+         last_add INTEGER NOT NULL,
+         last_erase INTEGER NOT NULL,
+         updated_ms INTEGER NOT NULL
+     );",
+    // 5: fan curves of agentless BMCs (see `fan_curves`); `config` is a CurveConfig as JSON.
+    "CREATE TABLE fan_curves (
+         bmc_id INTEGER PRIMARY KEY REFERENCES bmcs(id) ON DELETE CASCADE,
+         config TEXT NOT NULL,
+         enabled INTEGER NOT NULL DEFAULT 1,
+         updated_ms INTEGER NOT NULL,
+         updated_by TEXT NOT NULL
+     );",
 ];
 
 /// An agent as the server knows it.

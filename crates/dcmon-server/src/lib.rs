@@ -7,14 +7,25 @@
 //! - [`api`]: the router (`api::app`): agent endpoints, Prometheus API, admin reads.
 //! - [`ingest`]: agent batch sessions into the tsdb.
 //! - [`commands`]: the live command queue (agent long-poll, results, history).
+//! - [`bmcs`]: the BMC inventory (agentless polling targets, sealed credentials).
+//! - [`poller`]: polls the inventory's BMCs over RMCP+ into the tsdb and the events.
+//! - [`events`]: things that happened once (SEL entries), stored once each.
+//! - [`secrets`]: secrets at rest, sealed with the installation's key.
+//! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
 //! - [`Server`]: starts all of it.
 
 pub mod api;
 pub mod auth;
+pub mod bmcs;
 pub mod commands;
 pub mod config;
 pub mod control;
+pub mod events;
+pub mod fan_curves;
+pub mod fanloop;
 pub mod ingest;
+pub mod poller;
+pub mod secrets;
 pub mod state;
 pub mod tls;
 
@@ -44,6 +55,7 @@ pub struct Server {
     pub state: AppState,
     handle: axum_server::Handle<SocketAddr>,
     task: tokio::task::JoinHandle<std::io::Result<()>>,
+    fans: fanloop::FanLoop,
 }
 
 impl Server {
@@ -87,6 +99,7 @@ impl Server {
         let task =
             tokio::spawn(server.serve(app.into_make_service_with_connect_info::<SocketAddr>()));
         spawn_housekeeping(state.clone());
+        let fans = fanloop::FanLoop::start(state.clone());
         tracing::info!(%addr, fingerprint = %tls.fingerprint, "dcmon server listening (HTTPS)");
         Ok(Self {
             addr,
@@ -94,6 +107,7 @@ impl Server {
             state,
             handle,
             task,
+            fans,
         })
     }
 
@@ -125,10 +139,12 @@ impl Server {
         kept
     }
 
-    /// Stops accepting, lets requests in flight finish (up to 10 s), flushes state.
+    /// Stops accepting, lets requests in flight finish (up to 10 s), hands the fans of
+    /// agentless BMCs back to their BMCs, flushes state.
     pub async fn shutdown(self) -> Result<()> {
         self.handle.graceful_shutdown(Some(Duration::from_secs(10)));
         self.task.await.context("server task")?.context("server")?;
+        self.fans.shutdown().await;
         let state = self.state.clone();
         tokio::task::spawn_blocking(move || state.flush_last_seen()).await??;
         Ok(())
@@ -136,6 +152,7 @@ impl Server {
 }
 
 fn spawn_housekeeping(state: AppState) {
+    poller::spawn(state.clone());
     tokio::spawn(commands::watch(
         state.control.clone(),
         state.commands.clone(),

@@ -6,34 +6,41 @@
 
 use dcmon_tsdb::{MatchOp, Matcher, Tsdb};
 use dcmon_wire::Labels;
+use std::alloc::GlobalAlloc;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// Counts live heap bytes (as requested), so the figures separate what the store holds
-/// from what the allocator keeps around it.
+/// from what the allocator keeps around it. Allocates with mimalloc, set up as the
+/// `dcmon` binary sets it up, so the RSS figures are the server's.
 struct Counting;
+
+static INNER: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// `mi_option_purge_delay` (see `purge_freed_memory_at_once` in `crates/dcmon`).
+const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
 static LIVE: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
-unsafe impl std::alloc::GlobalAlloc for Counting {
+unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
         LIVE.fetch_add(layout.size(), std::sync::atomic::Ordering::Relaxed);
-        // SAFETY: forwarded unchanged to the system allocator.
-        unsafe { std::alloc::System.alloc(layout) }
+        // SAFETY: forwarded unchanged to the allocator.
+        unsafe { INNER.alloc(layout) }
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: std::alloc::Layout) {
         LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: `ptr` came from `alloc` above with this layout.
-        unsafe { std::alloc::System.dealloc(ptr, layout) }
+        unsafe { INNER.dealloc(ptr, layout) }
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new: usize) -> *mut u8 {
         LIVE.fetch_add(new, std::sync::atomic::Ordering::Relaxed);
         LIVE.fetch_sub(layout.size(), std::sync::atomic::Ordering::Relaxed);
         // SAFETY: as for `dealloc`, and `new` is the caller's valid new size.
-        unsafe { std::alloc::System.realloc(ptr, layout, new) }
+        unsafe { INNER.realloc(ptr, layout, new) }
     }
 }
 
@@ -78,6 +85,12 @@ fn value(series: usize, step: usize, host: usize) -> f64 {
 }
 
 fn main() {
+    // SAFETY: plain option getters/setters of the allocator in use; no memory involved.
+    unsafe {
+        if libmimalloc_sys::mi_option_get(MI_OPTION_PURGE_DELAY) == 10 {
+            libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0);
+        }
+    }
     let args: Vec<String> = std::env::args().collect();
     let hosts: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(200);
     let steps: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(360);

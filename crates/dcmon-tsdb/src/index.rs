@@ -5,6 +5,7 @@ use crate::SeriesId;
 use crate::matcher::{MatchOp, Matcher};
 use dcmon_wire::Labels;
 use foldhash::fast::FixedState;
+use hashbrown::HashTable;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
@@ -39,24 +40,29 @@ impl Symbols {
 
 /// The index keeps each series' labels as interned (name, value) symbol pairs, sorted by
 /// name: 8 bytes a label instead of two heap strings, the main part of the store's
-/// memory per series.
+/// memory per series. Everything per series sits in a few long vectors (no allocation
+/// per series), grown by an eighth at a time rather than doubled.
 #[derive(Default)]
 pub(crate) struct Index {
     symbols: Symbols,
-    /// Labels by id, flattened `[name, value, name, value, ...]`; ids are dense, so slot
-    /// `id` (0 and gaps unused).
-    series: Vec<Option<Box<[u32]>>>,
-    /// Hash of the labels → id; a second series with the same hash goes to `collisions`.
-    by_hash: HashMap<u64, u32>,
-    collisions: HashMap<u64, Vec<u32>>,
+    /// Every series' labels, flattened `[name, value, name, value, ...]`, in id order.
+    label_syms: Vec<u32>,
+    /// `label_ends[id]`: where series `id`'s labels end in `label_syms` (they start
+    /// where `id - 1`'s end). Ids are dense, so slot `id`; slot 0 and gaps hold no labels,
+    /// and every series has at least `__name__`, so an empty range is an absent series.
+    label_ends: Vec<u32>,
+    /// Series held.
+    count: usize,
+    /// Ids by the hash of their labels ([`hash_labels`]); equal hashes are told apart by
+    /// comparing the labels.
+    by_hash: HashTable<u32>,
     /// name symbol → value symbol → ids, ascending (ids are created in ascending order).
     postings: HashMap<u32, HashMap<u32, Vec<u32>>>,
-    all: Vec<u32>,
 }
 
-fn hash_labels(labels: &Labels) -> u64 {
+fn hash_pairs<'a>(pairs: impl Iterator<Item = (&'a str, &'a str)>) -> u64 {
     let mut h = FixedState::default().build_hasher();
-    for (k, v) in labels.pairs() {
+    for (k, v) in pairs {
         h.write(k.as_bytes());
         h.write_u8(0xff);
         h.write(v.as_bytes());
@@ -65,19 +71,49 @@ fn hash_labels(labels: &Labels) -> u64 {
     h.finish()
 }
 
+fn hash_labels(labels: &Labels) -> u64 {
+    hash_pairs(labels.pairs().iter().map(|(k, v)| (k.as_str(), v.as_str())))
+}
+
+/// Pushes with room for an eighth more instead of doubling: these vectors hold an entry
+/// or two per series for the life of the store, and copying one now and then is cheap
+/// beside keeping up to half of it unused.
+fn push_tight<T>(v: &mut Vec<T>, x: T) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 8).max(4));
+    }
+    v.push(x);
+}
+
+/// The label symbols of series `slot` (empty when there is none).
+fn pairs_of<'a>(syms: &'a [u32], ends: &[u32], slot: u32) -> &'a [u32] {
+    let slot = slot as usize;
+    let Some(&end) = ends.get(slot) else {
+        return &[];
+    };
+    let start = if slot == 0 { 0 } else { ends[slot - 1] };
+    &syms[start as usize..end as usize]
+}
+
+fn hash_of_slot(symbols: &Symbols, syms: &[u32], ends: &[u32], slot: u32) -> u64 {
+    hash_pairs(
+        pairs_of(syms, ends, slot)
+            .chunks_exact(2)
+            .map(|s| (symbols.str(s[0]), symbols.str(s[1]))),
+    )
+}
+
 impl Index {
-    fn slot(id: SeriesId) -> Option<usize> {
-        usize::try_from(id).ok()
+    fn slot(id: SeriesId) -> Option<u32> {
+        u32::try_from(id).ok()
     }
 
-    fn pairs(&self, slot: u32) -> Option<&[u32]> {
-        self.series.get(slot as usize).and_then(|s| s.as_deref())
+    fn pairs(&self, slot: u32) -> &[u32] {
+        pairs_of(&self.label_syms, &self.label_ends, slot)
     }
 
     fn same(&self, slot: u32, labels: &Labels) -> bool {
-        let Some(p) = self.pairs(slot) else {
-            return false;
-        };
+        let p = self.pairs(slot);
         p.len() == labels.pairs().len() * 2
             && p.chunks_exact(2)
                 .zip(labels.pairs())
@@ -85,25 +121,21 @@ impl Index {
     }
 
     pub(crate) fn get(&self, labels: &Labels) -> Option<SeriesId> {
-        let h = hash_labels(labels);
-        let first = *self.by_hash.get(&h)?;
-        if self.same(first, labels) {
-            return Some(SeriesId::from(first));
-        }
-        self.collisions
-            .get(&h)?
-            .iter()
-            .find(|&&id| self.same(id, labels))
-            .map(|&id| SeriesId::from(id))
+        self.by_hash
+            .find(hash_labels(labels), |&slot| self.same(slot, labels))
+            .map(|&slot| SeriesId::from(slot))
     }
 
     pub(crate) fn contains(&self, id: SeriesId) -> bool {
-        Self::slot(id).is_some_and(|i| self.series.get(i).is_some_and(Option::is_some))
+        Self::slot(id).is_some_and(|slot| !self.pairs(slot).is_empty())
     }
 
     /// The labels of series `id`, built from the interned strings.
     pub(crate) fn labels(&self, id: SeriesId) -> Option<Labels> {
-        let p = self.pairs(u32::try_from(Self::slot(id)?).ok()?)?;
+        let p = self.pairs(Self::slot(id)?);
+        if p.is_empty() {
+            return None;
+        }
         let mut l = Labels::default();
         for s in p.chunks_exact(2) {
             l.set(self.symbols.str(s[0]), self.symbols.str(s[1]));
@@ -113,21 +145,22 @@ impl Index {
 
     /// The value of label `name` of series `slot` ("" when absent).
     fn value(&self, slot: u32, name: Option<u32>) -> &str {
-        let (Some(name), Some(p)) = (name, self.pairs(slot)) else {
+        let Some(name) = name else {
             return "";
         };
-        p.chunks_exact(2)
+        self.pairs(slot)
+            .chunks_exact(2)
             .find(|s| s[0] == name)
             .map_or("", |s| self.symbols.str(s[1]))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.all.len()
+        self.count
     }
 
     /// One past the largest id.
     pub(crate) fn id_bound(&self) -> usize {
-        self.series.len()
+        self.label_ends.len()
     }
 
     /// Series with label `name` = `value`.
@@ -144,31 +177,35 @@ impl Index {
     /// Adds a series; `id` must be larger than every id added before.
     pub(crate) fn insert(&mut self, id: SeriesId, labels: Labels) {
         let slot = u32::try_from(id).expect("series ids are allocated densely from 1");
-        if self.series.len() <= slot as usize {
-            self.series.resize(slot as usize + 1, None);
+        let end = |syms: &Vec<u32>| {
+            u32::try_from(syms.len()).expect("under 2^32 label symbols: 16 GiB of labels")
+        };
+        while self.label_ends.len() < slot as usize {
+            push_tight(&mut self.label_ends, end(&self.label_syms));
         }
-        let mut pairs = Vec::with_capacity(labels.pairs().len() * 2);
         for (k, v) in labels.pairs() {
             let (k, v) = (self.symbols.intern(k), self.symbols.intern(v));
-            pairs.extend([k, v]);
-            self.postings
-                .entry(k)
-                .or_default()
-                .entry(v)
-                .or_default()
-                .push(slot);
+            push_tight(&mut self.label_syms, k);
+            push_tight(&mut self.label_syms, v);
+            push_tight(
+                self.postings.entry(k).or_default().entry(v).or_default(),
+                slot,
+            );
         }
-        self.all.push(slot);
-        self.series[slot as usize] = Some(pairs.into_boxed_slice());
-        let h = hash_labels(&labels);
-        match self.by_hash.entry(h) {
-            std::collections::hash_map::Entry::Occupied(_) => {
-                self.collisions.entry(h).or_default().push(slot);
-            }
-            std::collections::hash_map::Entry::Vacant(e) => {
-                e.insert(slot);
-            }
-        }
+        push_tight(&mut self.label_ends, end(&self.label_syms));
+        self.count += 1;
+        let (symbols, syms, ends) = (&self.symbols, &self.label_syms, &self.label_ends);
+        self.by_hash
+            .insert_unique(hash_labels(&labels), slot, |&s| {
+                hash_of_slot(symbols, syms, ends, s)
+            });
+    }
+
+    /// Every series id, ascending.
+    fn all(&self) -> Vec<u32> {
+        let mut ids = Vec::with_capacity(self.count);
+        ids.extend((0..self.label_ends.len() as u32).filter(|&slot| !self.pairs(slot).is_empty()));
+        ids
     }
 
     /// Ids of the series satisfying every matcher, ascending.
@@ -184,7 +221,7 @@ impl Index {
                 return Vec::new();
             }
         }
-        let mut ids = found.unwrap_or_else(|| self.all.clone());
+        let mut ids = found.unwrap_or_else(|| self.all());
         // Matchers that also match an absent label cannot use postings: check each series.
         for m in matchers.iter().filter(|m| m.matches_empty()) {
             let name = self.symbols.get(&m.name);
@@ -306,6 +343,28 @@ mod tests {
             &[2],
         );
         check(&[Matcher::equal("nope", "1")], &[]);
+    }
+
+    #[test]
+    fn lookups_survive_growth_and_gaps() {
+        let mut ix = Index::default();
+        let l = |i: usize| Labels::new("m", [("i", i.to_string().as_str())]).unwrap();
+        // Gaps (ids 2 and 4..9) hold no series; the hash table grows (and rehashes from
+        // the stored symbols) many times on the way to 3,000.
+        let ids: Vec<SeriesId> = [1, 3].into_iter().chain(10..3_000).collect();
+        for (i, &id) in ids.iter().enumerate() {
+            ix.insert(id, l(i));
+        }
+        for (i, &id) in ids.iter().enumerate() {
+            assert_eq!(ix.get(&l(i)), Some(id));
+            assert_eq!(ix.labels(id), Some(l(i)));
+        }
+        assert_eq!(ix.get(&l(ids.len())), None);
+        assert!(!ix.contains(0) && !ix.contains(2) && !ix.contains(5) && !ix.contains(3_000));
+        assert_eq!(ix.labels(2), None);
+        assert_eq!((ix.len(), ix.id_bound()), (ids.len(), 3_000));
+        assert_eq!(ix.matching(&[]), ids);
+        assert_eq!(ix.count("__name__", "m"), ids.len());
     }
 
     fn arb_matcher() -> impl Strategy<Value = Matcher> {

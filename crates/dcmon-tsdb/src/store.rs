@@ -3,7 +3,7 @@
 //! chunks from SQLite.
 
 use crate::db::{self, sqlite_err};
-use crate::head::Head;
+use crate::head::Heads;
 use crate::index::Index;
 use crate::matcher::Matcher;
 use crate::rollup::{self, Bucket, Resolution};
@@ -132,7 +132,7 @@ pub(crate) struct Shared {
     pub(crate) path: PathBuf,
     pub(crate) index: RwLock<Index>,
     /// Heads by series id (same slots as the index).
-    pub(crate) heads: RwLock<Vec<Mutex<Head>>>,
+    pub(crate) heads: RwLock<Heads>,
     pub(crate) options: Mutex<TsdbOptions>,
     pub(crate) counters: Counters,
     /// Set when a write failed; writes are refused from then on.
@@ -226,7 +226,9 @@ impl Tsdb {
         let mut conn = db::open_writer(&path)?;
         db::prepare(&mut conn, &path, options.chunk_samples)?;
         let mut index = Index::default();
-        let mut heads: Vec<Mutex<Head>> = Vec::new();
+        let mut heads = Heads::default();
+        // Per series (by id), what its chunks hold of the log: needed only for the replay.
+        let mut sealed_log_seqs: Vec<u64> = Vec::new();
         let mut max_seq = 0u64;
         let mut stored = 0u64;
         {
@@ -247,14 +249,16 @@ impl Tsdb {
                 stored += r.get::<_, i64>(4).map_err(&err)?.max(0) as u64;
                 max_seq = max_seq.max(sealed_log_seq);
                 index.insert(id, labels);
-                while heads.len() <= id as usize {
-                    heads.push(Mutex::new(Head::default()));
+                heads.grow_to(id);
+                if let Some(head) = heads.get_mut(id) {
+                    head.sealed_max = r.get(2).map_err(&err)?;
                 }
-                let head = heads[id as usize]
-                    .get_mut()
-                    .unwrap_or_else(PoisonError::into_inner);
-                head.sealed_max = r.get(2).map_err(&err)?;
-                head.sealed_log_seq = sealed_log_seq;
+                if let Ok(slot) = usize::try_from(id) {
+                    if sealed_log_seqs.len() <= slot {
+                        sealed_log_seqs.resize(slot + 1, 0);
+                    }
+                    sealed_log_seqs[slot] = sealed_log_seq;
+                }
             }
         }
         // The newest chunk of each series serves recent reads without the database.
@@ -269,25 +273,22 @@ impl Tsdb {
             let mut rows = stmt.query([]).map_err(&err)?;
             while let Some(r) = rows.next().map_err(&err)? {
                 let id: i64 = r.get(0).map_err(&err)?;
-                if let Some(h) = heads.get_mut(id as usize) {
+                if let Some(h) = heads.get_mut(id) {
                     let data: Vec<u8> = r.get(1).map_err(&err)?;
                     // A damaged newest chunk leaves no tail: reads go to the file and
                     // report the damage there.
                     if let Ok((ts, vs)) = dcmon_chunk::decode(&data) {
                         let samples: Vec<(i64, f64)> = ts.into_iter().zip(vs).collect();
-                        h.get_mut().unwrap_or_else(PoisonError::into_inner).tail =
-                            crate::head::tail_of(&samples);
+                        h.tail = crate::head::tail_of(&samples);
                     }
                 }
             }
         }
-        let (replayed, last_seq) = replay_log(&conn, &path, &mut heads)?;
+        let (replayed, last_seq) = replay_log(&conn, &path, &index, &mut heads, &sealed_log_seqs)?;
+        drop(sealed_log_seqs);
         let head_samples: u64 = heads
             .iter_mut()
-            .map(|h| {
-                let h = h.get_mut().unwrap_or_else(PoisonError::into_inner);
-                (h.samples.len() + h.ooo.len()) as u64
-            })
+            .map(|h| (h.samples.len() + h.ooo().len()) as u64)
             .sum();
         max_seq = max_seq.max(last_seq);
         let raw_floor = conn
@@ -471,7 +472,7 @@ impl Tsdb {
         {
             let heads = read_lock(&self.shared.heads);
             for (id, labels) in series {
-                let Some(slot) = heads.get(id as usize) else {
+                let Some(slot) = heads.get(id) else {
                     continue;
                 };
                 let h = lock(slot);
@@ -760,12 +761,11 @@ impl Tsdb {
             let cutoff = now_ms.saturating_sub(o.head_max_age_ms);
             heads
                 .iter()
-                .enumerate()
                 .filter(|(_, h)| {
                     let h = lock(h);
-                    !h.ooo.is_empty() || h.samples.first_time().is_some_and(|t| t < cutoff)
+                    !h.ooo().is_empty() || h.samples.first_time().is_some_and(|t| t < cutoff)
                 })
-                .map(|(i, _)| i as SeriesId)
+                .map(|(id, _)| id)
                 .collect()
         };
         for ids in stale.chunks(256) {
@@ -816,12 +816,11 @@ impl Tsdb {
             let heads = read_lock(&self.shared.heads);
             heads
                 .iter()
-                .enumerate()
                 .filter(|(_, h)| {
                     let s = lock(h).first_log_seq;
                     s != 0 && s < below
                 })
-                .map(|(i, _)| i as SeriesId)
+                .map(|(id, _)| id)
                 .collect()
         };
         for ids in pinning.chunks(RELOG_HEADS_PER_ROW) {
@@ -955,7 +954,9 @@ type SelfSeries<'a> = (&'a str, Option<(&'a str, &'a str)>, u64);
 fn replay_log(
     conn: &Connection,
     path: &Path,
-    heads: &mut [Mutex<Head>],
+    index: &Index,
+    heads: &mut Heads,
+    sealed_log_seqs: &[u64],
 ) -> Result<(u64, u64), TsdbError> {
     let err = sqlite_err(path);
     let mut stmt = conn
@@ -975,7 +976,8 @@ fn replay_log(
             }
         };
         for (id, t, v) in samples {
-            let Some(h) = usize::try_from(id).ok().and_then(|i| heads.get_mut(i)) else {
+            // The table has slots past the last series (a page at a time): ask the index.
+            let Some(h) = heads.get_mut(id).filter(|_| index.contains(id)) else {
                 tracing::error!(
                     seq,
                     series = id,
@@ -983,8 +985,12 @@ fn replay_log(
                 );
                 continue;
             };
-            let h = h.get_mut().unwrap_or_else(PoisonError::into_inner);
-            if seq <= h.sealed_log_seq {
+            let sealed_log_seq = usize::try_from(id)
+                .ok()
+                .and_then(|i| sealed_log_seqs.get(i))
+                .copied()
+                .unwrap_or(0);
+            if seq <= sealed_log_seq {
                 continue;
             }
             h.replay(t, v);

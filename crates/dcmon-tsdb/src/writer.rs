@@ -7,17 +7,17 @@
 //! jobs that run between groups, so no single one holds ingest up for long.
 
 use crate::db::{self, ChunkRow, sqlite_err};
-use crate::head::{Head, Verdict};
-use crate::headbuf::SampleBuf;
+use crate::head::Verdict;
+use crate::headbuf::{FrozenBuf, SampleBuf};
 use crate::log::LogEncoder;
 use crate::rollup::{self, Resolution};
 use crate::{AppendReport, SeriesId, Shared, TsdbError, lock, read_lock, write_lock};
 use dcmon_wire::Labels;
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, SyncSender};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 type Reply<T> = SyncSender<Result<T, TsdbError>>;
@@ -79,7 +79,7 @@ struct Sealed {
     ooo_samples: usize,
     sealed_max: Option<i64>,
     /// The head's new tail, when the seal changed the newest sealed samples.
-    tail: Option<SampleBuf>,
+    tail: Option<FrozenBuf>,
 }
 
 type JobResult<T> = Result<Result<T, TsdbError>, TsdbError>;
@@ -263,9 +263,7 @@ impl Writer {
                         .map_err(&err)?;
                     self.next_id += 1;
                     index.insert(id, l.clone());
-                    while heads.len() <= id as usize {
-                        heads.push(Mutex::new(Head::default()));
-                    }
+                    heads.grow_to(id);
                     fresh.insert(l, id);
                     id
                 }
@@ -299,7 +297,11 @@ impl Writer {
         let mut i = 0;
         while i < samples.len() {
             let id = samples[i].0;
-            let mut head = lock(&heads[id as usize]);
+            let mut head = lock(
+                heads
+                    .get(id)
+                    .expect("resolve grows the heads with the index, checked above"),
+            );
             while let Some(&(sid, t, v)) = samples.get(i) {
                 if sid != id {
                     break;
@@ -368,7 +370,7 @@ impl Writer {
     fn seal(&self, id: SeriesId, log_seq: u64) -> Result<Option<Sealed>, TsdbError> {
         let err = sqlite_err(&self.shared.path);
         let heads = read_lock(&self.shared.heads);
-        let Some(slot) = heads.get(id as usize) else {
+        let Some(slot) = heads.get(id) else {
             return Ok(None);
         };
         let head = lock(slot);
@@ -378,13 +380,13 @@ impl Writer {
         let mut sealed = Sealed {
             id,
             head_samples: head.samples.len(),
-            ooo_samples: head.ooo.len(),
+            ooo_samples: head.ooo().len(),
             sealed_max: head.sealed_max,
             tail: None,
         };
         let mut newest_rewritten = false;
-        if !head.ooo.is_empty() {
-            newest_rewritten = self.merge_ooo(id, &head.ooo)?;
+        if !head.ooo().is_empty() {
+            newest_rewritten = self.merge_ooo(id, head.ooo())?;
         }
         if let Some(last) = head.samples.last() {
             // A large request can leave a head far above the chunk size: split it, so
@@ -509,22 +511,20 @@ impl Writer {
         let heads = read_lock(&self.shared.heads);
         let mut removed = 0u64;
         for s in sealed {
-            let Some(slot) = heads.get(s.id as usize) else {
+            let Some(slot) = heads.get(s.id) else {
                 continue;
             };
             let mut head = lock(slot);
             head.samples.drain_front(s.head_samples);
-            head.ooo.drain(..s.ooo_samples);
+            head.drain_ooo(s.ooo_samples);
             head.sealed_max = s.sealed_max;
             if let Some(tail) = s.tail {
                 head.tail = tail;
             }
-            head.sealed_log_seq = self.next_seq - 1;
             if !head.is_unsealed() {
                 head.first_log_seq = 0;
                 // Give the memory back: an idle series costs nothing but its labels.
                 head.samples = SampleBuf::default();
-                head.ooo = Vec::new();
             }
             removed += (s.head_samples + s.ooo_samples) as u64;
         }
@@ -553,14 +553,14 @@ impl Writer {
                 {
                     let heads = read_lock(&self.shared.heads);
                     for id in ids {
-                        let Some(slot) = heads.get(id as usize) else {
+                        let Some(slot) = heads.get(id) else {
                             continue;
                         };
                         let h = lock(slot);
                         if h.first_log_seq == 0 || h.first_log_seq >= below {
                             continue;
                         }
-                        for &(t, v) in &h.ooo {
+                        for &(t, v) in h.ooo() {
                             log.push(id, t, v);
                         }
                         for (t, v) in h.samples.iter() {
@@ -641,7 +641,7 @@ impl Writer {
                     // anything only they have.
                     let heads = read_lock(&self.shared.heads);
                     for id in ids {
-                        if let Some(slot) = heads.get(id as usize) {
+                        if let Some(slot) = heads.get(id) {
                             lock(slot).first_log_seq = seq;
                         }
                     }
@@ -661,7 +661,7 @@ impl Writer {
     fn trim_point(&self) -> u64 {
         read_lock(&self.shared.heads)
             .iter()
-            .map(|h| lock(h).first_log_seq)
+            .map(|(_, h)| lock(h).first_log_seq)
             .filter(|&s| s != 0)
             .min()
             .unwrap_or(self.next_seq)
@@ -743,10 +743,10 @@ impl Writer {
                 .and_then(|mut s| s.execute(params![id, samples.len() as i64]))
                 .map_err(&err)?;
             // The in-memory tail must not outlive the chunks it copies.
-            if let Some(slot) = read_lock(&self.shared.heads).get(id as usize) {
+            if let Some(slot) = read_lock(&self.shared.heads).get(id) {
                 let mut head = lock(slot);
                 if head.tail.first_time().is_some_and(|t| t <= last_max) {
-                    head.tail = SampleBuf::default();
+                    head.tail = FrozenBuf::default();
                 }
             }
             let c = &self.shared.counters;

@@ -65,6 +65,10 @@ pub struct ConfigUpdate {
     pub enable: Vec<String>,
     /// Collectors to switch off.
     pub disable: Vec<String>,
+    /// A fan curve for the agent to run (the JSON of `dcmon_ipmi::curve::CurveConfig`).
+    pub fan_curve: Option<String>,
+    /// Stop running a fan curve and hand the fans back to the BMC.
+    pub remove_fan_curve: bool,
 }
 
 impl CommandSpec {
@@ -102,10 +106,20 @@ impl CommandSpec {
                 if c.interval_s == Some(0) {
                     return Err("config_update interval_s: must be at least 1".into());
                 }
-                if c.interval_s.is_none() && c.enable.is_empty() && c.disable.is_empty() {
+                if c.interval_s.is_none()
+                    && c.enable.is_empty()
+                    && c.disable.is_empty()
+                    && c.fan_curve.is_none()
+                    && !c.remove_fan_curve
+                {
                     return Err(
-                        "config_update: nothing to change (give interval_s, enable or disable)"
+                        "config_update: nothing to change (give interval_s, enable, disable, fan_curve or remove_fan_curve)"
                             .into(),
+                    );
+                }
+                if c.fan_curve.is_some() && c.remove_fan_curve {
+                    return Err(
+                        "config_update: fan_curve and remove_fan_curve exclude each other".into(),
                     );
                 }
                 if let Some(both) = c.enable.iter().find(|e| c.disable.contains(e)) {

@@ -73,6 +73,12 @@ enum KindArg {
         /// Collector to switch off (repeatable).
         #[arg(long)]
         disable: Vec<String>,
+        /// A fan curve (YAML or JSON) for the agent to run on its own BMC.
+        #[arg(long, value_name = "FILE")]
+        fan_curve: Option<std::path::PathBuf>,
+        /// Stop the agent's fan curve and hand the fans back to the BMC.
+        #[arg(long, conflicts_with = "fan_curve")]
+        remove_fan_curve: bool,
     },
 }
 
@@ -104,7 +110,11 @@ impl KindArg {
                 interval,
                 enable,
                 disable,
+                fan_curve,
+                remove_fan_curve,
             } => CommandSpec::ConfigUpdate(ConfigUpdate {
+                fan_curve: fan_curve.as_deref().map(read_curve).transpose()?,
+                remove_fan_curve: *remove_fan_curve,
                 interval_s: interval
                     .map(|i| u32::try_from(Duration::from(i).as_secs()))
                     .transpose()
@@ -114,6 +124,18 @@ impl KindArg {
             }),
         })
     }
+}
+
+/// Reads and validates a fan curve file; returns it as the JSON the agent takes.
+fn read_curve(path: &std::path::Path) -> Result<String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
+    let curve: dcmon_ipmi::curve::CurveConfig =
+        serde_norway::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    curve
+        .validate()
+        .map_err(|p| anyhow::anyhow!("{}: {}", path.display(), p.join("; ")))?;
+    Ok(serde_json::to_string(&curve)?)
 }
 
 pub(crate) fn run(db: &ControlDb, command: CommandCommand, actor: &str) -> Result<()> {

@@ -1,8 +1,10 @@
 //! `dcmon`: the server binary and its admin commands. Thin: parse, load config, call
 //! the libraries.
 
+mod bmc_cli;
 mod bmc_sim;
 mod command_cli;
+mod fans_cli;
 mod ipmi_cli;
 mod quickstart;
 mod tsdb_cli;
@@ -93,6 +95,20 @@ enum Command {
         locate: Locate,
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// The BMCs the server polls without an agent: add, list, remove, import, check.
+    Bmc {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: bmc_cli::BmcCommand,
+    },
+    /// Fan control of agentless BMCs: curves, the Zephyr preset, dry runs.
+    Fans {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: fans_cli::FansCommand,
     },
     /// Simulated BMCs (RMCP+, sensors, SEL, vendor fan commands) for development and tests.
     BmcSim(bmc_sim::BmcSimArgs),
@@ -341,6 +357,16 @@ fn main() -> Result<()> {
             let config = load_config(&locate, vec![])?;
             let db = ControlDb::open(&config.data_dir)?;
             command_cli::run(&db, command, &actor())
+        }
+        Command::Bmc { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            bmc_cli::run(&config.data_dir, &db, command, &actor())
+        }
+        Command::Fans { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            fans_cli::run(&config.data_dir, &db, command, &actor())
         }
         Command::Token { locate, command } => {
             let config = load_config(&locate, vec![])?;

@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 
 #[path = "e2e/agent_live.rs"]
 mod agent_live;
+#[path = "e2e/bmc_poller.rs"]
+mod bmc_poller;
 #[path = "e2e/bmc_sim.rs"]
 mod bmc_sim;
 #[path = "e2e/durability.rs"]
 mod durability;
+#[path = "e2e/fan_control.rs"]
+mod fan_control;
 #[path = "e2e/ipmi_sim.rs"]
 mod ipmi_sim;
 #[path = "e2e/promql_compat.rs"]
@@ -233,12 +237,20 @@ struct OperatorServer {
 
 impl OperatorServer {
     fn start(dir: &Path) -> Self {
+        Self::start_with(dir, "")
+    }
+
+    /// [`OperatorServer::start`] with `extra` YAML appended to the config.
+    fn start_with(dir: &Path, extra: &str) -> Self {
         let port = free_port();
         let config = dir.join("server.yaml");
         let data = dir.join("data");
         write(
             &config,
-            &format!("listen: 127.0.0.1:{port}\ndata_dir: {}\n", data.display()),
+            &format!(
+                "listen: 127.0.0.1:{port}\ndata_dir: {}\n{extra}",
+                data.display()
+            ),
         );
         let cfg = config.to_str().unwrap().to_owned();
         let proc = Self::spawn(&cfg);
@@ -334,6 +346,35 @@ fn join_command(output: &str) -> (String, String) {
     let words: Vec<&str> = line.split_whitespace().collect();
     let arg = |name: &str| words[words.iter().position(|w| *w == name).unwrap() + 1].to_owned();
     (arg("--fingerprint"), arg("--token"))
+}
+
+/// Runs `promtool check metrics` (Debian's prometheus package: the reference parser of
+/// the format) on an exposition; fails the test on a parse error or a finding other than
+/// the camelCase names node_exporter's own metrics (node_memory_MemTotal_bytes) have too.
+fn promtool_check_metrics(text: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool is installed by `cargo xtask test`");
+    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
+    let out = promtool.wait_with_output().unwrap();
+    let problems =
+        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    // Exit 1 is a parse error; 3 is lint findings.
+    assert_ne!(
+        out.status.code(),
+        Some(1),
+        "promtool could not parse the exposition:\n{problems}\n{text}"
+    );
+    for line in problems.lines() {
+        assert!(
+            line.contains("non-") || line.contains("camelCase") || line.trim().is_empty(),
+            "unexpected promtool finding: {line}"
+        );
+    }
 }
 
 fn write(path: &Path, text: &str) {
@@ -745,31 +786,7 @@ fn collect_once_prints_valid_exposition_and_json() {
         text.contains("dcmon_collector_up{collector=\"os\""),
         "{text}"
     );
-    // promtool (Debian's prometheus package) is the reference parser of the format.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by `cargo xtask test`");
-    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let problems =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    // Exit 1 is a parse error; 3 is lint findings, which node_exporter's own names (such as
-    // node_memory_MemTotal_bytes, not snake case) trigger too. Only the former fails.
-    assert_ne!(
-        out.status.code(),
-        Some(1),
-        "promtool could not parse the exposition:\n{problems}\n{text}"
-    );
-    for line in problems.lines() {
-        assert!(
-            line.contains("non-") || line.contains("camelCase") || line.trim().is_empty(),
-            "unexpected promtool finding: {line}"
-        );
-    }
+    promtool_check_metrics(&text);
     let json: serde_json::Value = serde_json::from_str(&collect("json")).unwrap();
     let samples = json["samples"].as_array().unwrap();
     assert!(

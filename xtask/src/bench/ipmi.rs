@@ -61,13 +61,13 @@ impl Opts {
     }
 }
 
-const USER: &str = "admin";
-const PASSWORD: &str = "s3cret";
+pub(super) const USER: &str = "admin";
+pub(super) const PASSWORD: &str = "s3cret";
 
 /// A running `dcmon bmc-sim`; killed on drop.
-struct Sim {
-    child: Child,
-    base_port: u16,
+pub(super) struct Sim {
+    pub(super) child: Child,
+    pub(super) base_port: u16,
 }
 
 impl Drop for Sim {
@@ -91,7 +91,7 @@ fn free_udp_ports(n: usize) -> Result<u16> {
     bail!("no block of {n} free UDP ports on 127.0.0.1")
 }
 
-fn start_sim(count: usize) -> Result<Sim> {
+pub(super) fn start_sim(count: usize) -> Result<Sim> {
     let base_port = free_udp_ports(count)?;
     let mut child = Command::new(dcmon_binary())
         .args(["bmc-sim", "--count", &count.to_string()])

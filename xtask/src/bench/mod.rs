@@ -1,5 +1,7 @@
 //! Benchmarks: each prints a table, with peers measured in the same run where one exists.
 
+mod agent;
+mod bmc;
 mod ipmi;
 mod rng;
 mod tsdb;
@@ -12,8 +14,12 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("wire") => wire::run(&args[1..]),
         Some("tsdb") => tsdb::run(&args[1..]),
         Some("ipmi") => ipmi::run(&args[1..]),
-        Some(other) => bail!("unknown benchmark {other:?}; available: wire, tsdb, ipmi"),
-        None => bail!("usage: cargo xtask bench <wire|tsdb|ipmi> [flags]"),
+        Some("agent") => agent::run(&args[1..]),
+        Some("bmc") => bmc::run(&args[1..]),
+        Some(other) => {
+            bail!("unknown benchmark {other:?}; available: wire, tsdb, ipmi, agent, bmc")
+        }
+        None => bail!("usage: cargo xtask bench <wire|tsdb|ipmi|agent|bmc> [flags]"),
     }
 }
 

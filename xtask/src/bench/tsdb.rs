@@ -491,7 +491,7 @@ pub(super) fn dcmon_binary() -> PathBuf {
         .join("dcmon")
 }
 
-fn free_port() -> Result<u16> {
+pub(super) fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port())
@@ -505,7 +505,7 @@ fn plain_client() -> Result<reqwest::Client> {
 }
 
 /// A client that trusts exactly dcmon's self-signed certificate.
-fn pinned_client(cert: &Path) -> Result<reqwest::Client> {
+pub(super) fn pinned_client(cert: &Path) -> Result<reqwest::Client> {
     use rustls::pki_types::CertificateDer;
     use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();

@@ -1,24 +1,14 @@
 //! The `ipmi` collector: every SDR sensor of the local BMC through the IPMI device
-//! (`/dev/ipmi0`, needs root), named as ipmi_exporter names them so that existing
-//! dashboards work: `ipmi_temperature_celsius`, `ipmi_fan_speed_rpm`,
-//! `ipmi_voltage_volts`, `ipmi_current_amperes`, `ipmi_power_watts`, each with its
-//! `*_state` series (0 nominal, 1 warning, 2 critical, NaN without a reading), then
-//! `ipmi_sensor_value` / `ipmi_sensor_state{type}` for every other sensor, and `ipmi_up`.
-//!
-//! The SDR repository is read once and cached: reading it costs one request per 16 bytes
-//! (hundreds of requests on a large board), the sensor readings one request per sensor.
-//! It is read again when Get SDR Repository Info reports another addition or erase
-//! time, or when a cached sensor answers "not present" (the BMC was reflashed).
+//! (`/dev/ipmi0`, needs root), named as ipmi_exporter names them (see
+//! [`dcmon_ipmi::exporter`], shared with the server's BMC poller), plus `ipmi_up`.
 //!
 //! The collector is generic over the transport so that tests drive it against the BMC
 //! simulator; the agent uses [`InbandDevice`].
 
 use super::{CollectError, Collector};
 use dcmon_ipmi::IpmiError;
-use dcmon_ipmi::client::{self, SensorValue};
-use dcmon_ipmi::cmd::sdr::{self, SdrRecord, SensorRecord};
-use dcmon_ipmi::cmd::{sel, sensor};
-use dcmon_ipmi::msg::{BMC_ADDR, CompletionCode};
+use dcmon_ipmi::client;
+use dcmon_ipmi::exporter::{SensorCache, sensor_series};
 use dcmon_ipmi::transport::Transport;
 use dcmon_ipmi::transport::inband::InbandDevice;
 use dcmon_wire::{Labels, MetricSample};
@@ -105,16 +95,7 @@ pub struct IpmiCollector<T> {
     rt: Runtime,
     /// The BMC, or why it could not be reached.
     bmc: Result<T, String>,
-    /// The sensor records; `None` until the first read and after a "not present".
-    sdr: Option<Sdr>,
-}
-
-/// The cached sensor records and what identified that version of the repository.
-struct Sdr {
-    sensors: Vec<SensorRecord>,
-    /// Get SDR Repository Info bytes 1–12 (count, free space, addition and erase
-    /// times); `None` when the BMC does not answer that command.
-    stamp: Option<Vec<u8>>,
+    sdr: SensorCache,
 }
 
 impl IpmiCollector<InbandDevice> {
@@ -128,96 +109,12 @@ impl<T: Transport> IpmiCollector<T> {
     /// `bmc` must have been created inside `rt` (a LAN session's socket belongs to the
     /// runtime that created it).
     pub fn new(rt: Runtime, bmc: Result<T, String>) -> Self {
-        Self { rt, bmc, sdr: None }
-    }
-
-    async fn read(bmc: &T, cache: &mut Option<Sdr>) -> Result<Vec<SensorValue>, IpmiError> {
-        let stamp =
-            match client::call(bmc, &sdr::get_repository_info(), "Get SDR Repository Info").await {
-                Ok(info) => info.get(1..13).map(<[u8]>::to_vec),
-                // Without the command only a "not present" triggers a new read.
-                Err(e) if e.completion().is_some() => None,
-                Err(e) => return Err(e),
-            };
-        let sdr = match cache.take() {
-            Some(sdr) if stamp.is_none() || sdr.stamp == stamp => sdr,
-            old => {
-                if old.is_some() {
-                    tracing::info!(bmc = bmc.host(), "SDR repository changed; reading it again");
-                }
-                let sensors = client::sdr_records(bmc)
-                    .await?
-                    .into_iter()
-                    .filter_map(|r| match r {
-                        SdrRecord::Sensor(s) => Some(s),
-                        SdrRecord::Other { .. } => None,
-                    })
-                    .collect();
-                Sdr { sensors, stamp }
-            }
-        };
-        let mut values = Vec::with_capacity(sdr.sensors.len());
-        let mut stale = false;
-        for s in &sdr.sensors {
-            let (value, gone) = read_sensor(bmc, s).await?;
-            if gone && !stale {
-                tracing::info!(
-                    bmc = bmc.host(),
-                    sensor = %s.name,
-                    "sensor not present; the SDR will be read again"
-                );
-                stale = true;
-            }
-            values.push(value);
+        Self {
+            rt,
+            bmc,
+            sdr: SensorCache::default(),
         }
-        if !stale {
-            *cache = Some(sdr);
-        }
-        Ok(values)
     }
-}
-
-/// One sensor's reading, and whether the BMC says the sensor does not exist.
-async fn read_sensor<T: Transport>(
-    bmc: &T,
-    s: &SensorRecord,
-) -> Result<(SensorValue, bool), IpmiError> {
-    let unreadable = SensorValue {
-        record: s.clone(),
-        value: None,
-        raw: None,
-        states: None,
-        status: "ns",
-    };
-    // Sensors owned by other controllers need IPMB bridging, which is not done.
-    if s.owner_id != BMC_ADDR || s.owner_lun != 0 {
-        return Ok((unreadable, false));
-    }
-    let rsp = bmc.send(&sensor::get_sensor_reading(s.number)).await?;
-    if rsp.completion == CompletionCode::NOT_PRESENT {
-        return Ok((unreadable, true));
-    }
-    let reading = match rsp.ok().map(sensor::SensorReading::parse) {
-        Ok(Ok(r)) if r.valid() => r,
-        _ => return Ok((unreadable, false)),
-    };
-    let analog = s.is_analog();
-    let value = SensorValue {
-        record: s.clone(),
-        value: if analog {
-            s.conversion.and_then(|c| c.convert(reading.raw))
-        } else {
-            None
-        },
-        raw: Some(reading.raw),
-        states: Some(u16::from(reading.states) | (u16::from(reading.states_high) << 8)),
-        status: if analog {
-            reading.threshold_status().abbreviation()
-        } else {
-            "ok"
-        },
-    };
-    Ok((value, false))
 }
 
 impl<T: Transport> Collector for IpmiCollector<T> {
@@ -247,105 +144,23 @@ impl<T: Transport> Collector for IpmiCollector<T> {
             .bmc
             .as_ref()
             .map_err(|why| CollectError::Ipmi(why.clone()))?;
-        let result = self.rt.block_on(Self::read(bmc, &mut self.sdr));
+        let result = self.rt.block_on(self.sdr.read(bmc));
         push(
             out,
             "ipmi_up",
             &[("collector", "ipmi")],
             f64::from(u8::from(result.is_ok())),
         );
-        for v in result.map_err(|e| CollectError::Ipmi(e.to_string()))? {
-            push_sensor(out, &v);
+        let read = result.map_err(|e| CollectError::Ipmi(e.to_string()))?;
+        for series in sensor_series(&read.values) {
+            let labels: Vec<(&str, &str)> = series
+                .labels
+                .iter()
+                .map(|(k, v)| (*k, v.as_str()))
+                .collect();
+            push(out, series.metric, &labels, series.value);
         }
         Ok(())
-    }
-}
-
-/// The ipmi_exporter series of one unit code (IPMI 2.0 Table 43-15).
-fn typed_metrics(unit: u8) -> Option<(&'static str, &'static str)> {
-    Some(match unit {
-        1 => ("ipmi_temperature_celsius", "ipmi_temperature_state"),
-        4 => ("ipmi_voltage_volts", "ipmi_voltage_state"),
-        5 => ("ipmi_current_amperes", "ipmi_current_state"),
-        6 => ("ipmi_power_watts", "ipmi_power_state"),
-        18 => ("ipmi_fan_speed_rpm", "ipmi_fan_speed_state"),
-        _ => return None,
-    })
-}
-
-/// ipmi_exporter's states: 0 nominal, 1 warning, 2 critical; NaN when unknown.
-fn threshold_state(status: &str) -> f64 {
-    match status {
-        "ok" => 0.0,
-        "nc" => 1.0,
-        "cr" | "nr" => 2.0,
-        _ => f64::NAN,
-    }
-}
-
-/// State of a sensor-specific discrete sensor from its asserted offsets (Table 42-3),
-/// for the types whose offsets mean trouble: power supply failure or lost input is
-/// critical, a predictive failure or configuration error a warning; a chassis
-/// intrusion is critical, as freeipmi (and so ipmi_exporter) rates it.
-fn discrete_state(sensor_type: u8, event_type: u8, states: u16) -> f64 {
-    if event_type != 0x6F {
-        return 0.0;
-    }
-    let (critical, warning): (u16, u16) = match sensor_type {
-        // Offsets 1 failure, 3 input lost, 4 input lost or out of range; 2 predictive
-        // failure, 5 input out of range, 6 configuration error.
-        0x08 => (0x001A, 0x0064),
-        // Offset 0 general chassis intrusion; the others are other intrusions.
-        0x05 => (0x0001, 0x007E),
-        _ => (0, 0),
-    };
-    if states & critical != 0 {
-        2.0
-    } else if states & warning != 0 {
-        1.0
-    } else {
-        0.0
-    }
-}
-
-/// Appends the series of one sensor.
-fn push_sensor(out: &mut Vec<MetricSample>, v: &SensorValue) {
-    let r = &v.record;
-    let id = r.record_id.to_string();
-    let base = [("id", id.as_str()), ("name", r.name.as_str())];
-    if r.is_analog() {
-        let value = v.value.unwrap_or(f64::NAN);
-        let state = threshold_state(v.status);
-        match typed_metrics(r.unit) {
-            Some((value_metric, state_metric)) => {
-                push(out, value_metric, &base, value);
-                push(out, state_metric, &base, state);
-            }
-            None => {
-                let typed = [
-                    base[0],
-                    base[1],
-                    ("type", sel::sensor_type_name(r.sensor_type)),
-                ];
-                push(out, "ipmi_sensor_value", &typed, value);
-                push(out, "ipmi_sensor_state", &typed, state);
-            }
-        }
-    } else {
-        let typed = [
-            base[0],
-            base[1],
-            ("type", sel::sensor_type_name(r.sensor_type)),
-        ];
-        let (value, state) = match v.states {
-            Some(bits) => (
-                f64::from(bits),
-                discrete_state(r.sensor_type, r.event_type, bits),
-            ),
-            None => (f64::NAN, f64::NAN),
-        };
-        push(out, "ipmi_sensor_value", &typed, value);
-        push(out, "ipmi_sensor_state", &typed, state);
     }
 }
 
@@ -365,7 +180,7 @@ fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], valu
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use dcmon_ipmi::msg::{Request, Response, netfn};
+    use dcmon_ipmi::msg::{CompletionCode, Request, Response, netfn};
     use dcmon_ipmi::rakp::Privilege;
     use dcmon_ipmi::sim::{Bmc, BmcConfig, Vendor};
     use std::sync::Mutex;
@@ -562,56 +377,23 @@ pub(crate) mod tests {
         assert!(e.contains("/nonexistent/ipmi0 does not exist: load the IPMI driver (modprobe ipmi_devintf ipmi_si)"), "{e}");
     }
 
-    #[test]
-    fn discrete_states() {
-        let check = |sensor_type, states, expect: f64| {
-            assert_eq!(
-                discrete_state(sensor_type, 0x6F, states),
-                expect,
-                "{sensor_type:x} {states:x}"
-            );
-        };
-        check(0x08, 0x0001, 0.0);
-        check(0x08, 0x0003, 2.0);
-        check(0x08, 0x0005, 1.0);
-        check(0x05, 0x0001, 2.0);
-        check(0x07, 0xFFFF, 0.0);
-    }
-
     /// The same collector over RMCP+ against the simulator's LAN server.
     #[test]
     fn collects_over_lan_from_the_simulator_server() {
-        use dcmon_ipmi::sim::{Faults, Fleet, SimConfig, User};
+        use dcmon_ipmi::sim::{Fleet, SimConfig};
         use dcmon_ipmi::transport::lan::{LanConfig, LanSession};
         let server = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .expect("runtime");
-        let fleet = (0..20)
-            .find_map(|_| {
-                let probe = std::net::UdpSocket::bind("127.0.0.1:0").ok()?;
-                let port = probe.local_addr().ok()?.port();
-                drop(probe);
-                server
-                    .block_on(Fleet::start(SimConfig {
-                        bind: [127, 0, 0, 1].into(),
-                        base_port: port,
-                        count: 1,
-                        vendor: Vendor::Supermicro,
-                        seed: 1,
-                        dell_refuses_manual_fans: false,
-                        users: vec![User {
-                            name: "admin".into(),
-                            password: "s3cret".into(),
-                            max_privilege: Privilege::Administrator,
-                        }],
-                        faults: Faults::default(),
-                        load: None,
-                    }))
-                    .ok()
-            })
-            .expect("a free UDP port");
+        let fleet = server
+            .block_on(Fleet::start(SimConfig::loopback(
+                Vendor::Supermicro,
+                "admin",
+                "s3cret",
+            )))
+            .expect("simulator");
         let addr = fleet.addrs()[0];
         let rt = runtime().expect("runtime");
         let mut config = LanConfig::new("127.0.0.1", "admin", b"s3cret".to_vec());

@@ -20,7 +20,8 @@ use tokio::task::JoinSet;
 #[derive(Debug, Clone)]
 pub struct SimConfig {
     pub bind: IpAddr,
-    /// BMC `i` listens on `base_port + i`.
+    /// BMC `i` listens on `base_port + i`; 0: each BMC on any free port (see
+    /// [`Fleet::addrs`]).
     pub base_port: u16,
     pub count: usize,
     pub vendor: Vendor,
@@ -32,6 +33,27 @@ pub struct SimConfig {
     pub faults: Faults,
     /// CPU load (0–1) every BMC starts with; by default drawn from its seed.
     pub load: Option<f64>,
+}
+
+impl SimConfig {
+    /// One BMC of `vendor` on a free loopback port, with one administrator account.
+    pub fn loopback(vendor: Vendor, user: &str, password: &str) -> Self {
+        SimConfig {
+            bind: IpAddr::from([127, 0, 0, 1]),
+            base_port: 0,
+            count: 1,
+            vendor,
+            seed: 1,
+            dell_refuses_manual_fans: false,
+            users: vec![User {
+                name: user.into(),
+                password: password.into(),
+                max_privilege: Privilege::Administrator,
+            }],
+            faults: Faults::default(),
+            load: None,
+        }
+    }
 }
 
 #[derive(Debug, Error)]
@@ -85,7 +107,12 @@ impl Fleet {
         }
         let mut sockets = Vec::with_capacity(config.count);
         for i in 0..config.count {
-            let addr = SocketAddr::new(config.bind, config.base_port + i as u16);
+            let port = if config.base_port == 0 {
+                0
+            } else {
+                config.base_port + i as u16
+            };
+            let addr = SocketAddr::new(config.bind, port);
             let socket = UdpSocket::bind(addr).await.map_err(|source| {
                 let hint = if source.raw_os_error() == Some(24) {
                     " (too many open files: raise `ulimit -n`)"
@@ -94,6 +121,7 @@ impl Fleet {
                 };
                 ServerError::Bind { addr, source, hint }
             })?;
+            let addr = socket.local_addr().unwrap_or(addr);
             sockets.push((addr, Arc::new(socket)));
         }
         let mut entropy = [0u8; 8];

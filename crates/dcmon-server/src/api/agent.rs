@@ -12,7 +12,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use dcmon_wire::api::{AgentStatus, PushResponse, RegisterRequest, RegisterResponse, codes};
 use std::net::SocketAddr;
 
-fn path_and_query(uri: &Uri) -> &str {
+pub(super) fn path_and_query(uri: &Uri) -> &str {
     uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
 }
 

@@ -3,6 +3,7 @@
 //! read).
 
 use super::ApiError;
+use super::agent::path_and_query;
 use crate::auth::{Role, require_role, verify_agent};
 use crate::commands::{CommandRecord, DEFAULT_TTL_MS};
 use crate::state::AppState;
@@ -15,10 +16,6 @@ use dcmon_wire::command::{
 };
 use std::net::SocketAddr;
 use std::time::Duration;
-
-fn path_and_query(uri: &Uri) -> &str {
-    uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")
-}
 
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,

@@ -4,7 +4,10 @@
 //! everything else needs an API token with a sufficient role.
 
 mod agent;
+mod bmcs;
 mod commands;
+mod events;
+mod fans;
 mod prom;
 mod remote_write;
 
@@ -15,7 +18,7 @@ use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use dcmon_wire::api::ErrorBody;
 
@@ -105,6 +108,17 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v1/write", post(remote_write::write))
         .route("/api/v1/status/buildinfo", get(prom::buildinfo))
         .route("/api/agents", get(agents_list))
+        .route("/api/bmcs", get(bmcs::list).post(bmcs::create))
+        .route("/api/bmcs/import", post(bmcs::import))
+        .route("/api/bmcs/{name}", delete(bmcs::remove))
+        .route(
+            "/api/bmcs/{name}/curve",
+            get(fans::get_curve)
+                .put(fans::put_curve)
+                .delete(fans::delete_curve),
+        )
+        .route("/api/bmcs/{name}/fans", get(fans::status))
+        .route("/api/events", get(events::list))
         .route("/api/stats", get(stats))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))

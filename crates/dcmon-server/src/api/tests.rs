@@ -208,6 +208,7 @@ async fn healthz_is_the_only_anonymous_route() {
         "/api/v1/label/host/values",
         "/api/commands",
         "/api/commands/1",
+        "/api/bmcs",
     ] {
         let (s, v) = h
             .send(Request::get(path).body(Body::empty()).unwrap())
@@ -853,4 +854,182 @@ async fn commands_need_operator_reach_a_waiting_poll_and_keep_results() {
         .await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(v["commands"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn bmcs_viewer_lists_admin_changes_and_no_answer_carries_a_password() {
+    const PW: &str = "pw-SENTINEL-42";
+    let h = Harness::new(Approval::Auto);
+    let viewer = h.token(Role::Viewer);
+    let operator = h.token(Role::Operator);
+    let admin = h.token(Role::Admin);
+    // Raw answers, so the password check sees every byte sent back.
+    let raw = |method: &str, path: &str, token: Option<&str>, body: String| {
+        let mut b = Request::builder().method(method).uri(path);
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        let req = b.body(Body::from(body)).unwrap();
+        let router = app(h.state.clone());
+        async move {
+            let resp = router.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            let text = String::from_utf8(bytes.to_vec()).unwrap();
+            assert!(!text.contains(PW), "{text}");
+            (status, text)
+        }
+    };
+    let body = format!(
+        r#"{{"name":"gpu01-bmc","address":"10.0.0.5:624","user":"ADMIN","password":"{PW}","interval":"1m"}}"#
+    );
+    for (method, path) in [
+        ("POST", "/api/bmcs"),
+        ("DELETE", "/api/bmcs/gpu01-bmc"),
+        ("POST", "/api/bmcs/import"),
+    ] {
+        let (s, _) = raw(method, path, None, body.clone()).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path}");
+        for token in [&viewer, &operator] {
+            let (s, _) = raw(method, path, Some(token), body.clone()).await;
+            assert_eq!(s, StatusCode::FORBIDDEN, "{method} {path}");
+        }
+    }
+    let (s, text) = raw("POST", "/api/bmcs", Some(&admin), body.clone()).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    let created: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (created["port"].as_u64(), created["interval_s"].as_u64()),
+        (Some(624), Some(60))
+    );
+    let (s, text) = raw("POST", "/api/bmcs", Some(&admin), body.clone()).await;
+    assert_eq!(s, StatusCode::CONFLICT, "{text}");
+    let too_long = body.replace(PW, &format!("{PW}-and-more-than-20"));
+    let (s, text) = raw("POST", "/api/bmcs", Some(&admin), too_long).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(text.contains("at most 20"), "{text}");
+    let (s, text) = raw("POST", "/api/bmcs", Some(&admin), r#"{"name":"x"}"#.into()).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{text}");
+
+    let csv = format!("name,address,user,password\nr1,10.0.1.1,u,{PW}\nr2,10.0.1.2,u,{PW}\n");
+    let (s, text) = raw("POST", "/api/bmcs/import", Some(&admin), csv).await;
+    assert_eq!(s, StatusCode::CREATED, "{text}");
+    assert!(text.contains(r#""imported":2"#), "{text}");
+    let bad = format!("name,address,user,password\nr3,10.0.1.3,u,{PW}\nr 4,10.0.1.4,u,{PW}\n");
+    let (s, text) = raw("POST", "/api/bmcs/import", Some(&admin), bad).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(text.contains("line 3, column 1 (name)"), "{text}");
+
+    let (s, text) = raw("GET", "/api/bmcs", Some(&viewer), String::new()).await;
+    assert_eq!(s, StatusCode::OK);
+    let listed: Value = serde_json::from_str(&text).unwrap();
+    let names: Vec<_> = listed["bmcs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["gpu01-bmc", "r1", "r2"], "r3 was not imported");
+
+    let (s, _) = raw("DELETE", "/api/bmcs/r1", Some(&admin), String::new()).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, text) = raw("DELETE", "/api/bmcs/r1", Some(&admin), String::new()).await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{text}");
+
+    let audit = serde_json::to_string(&h.state.control.audit_tail(100).unwrap()).unwrap();
+    assert!(
+        audit.contains("bmc.add") && audit.contains("bmc.remove"),
+        "{audit}"
+    );
+    assert!(!audit.contains(PW), "{audit}");
+}
+
+#[tokio::test]
+async fn fan_curves_viewer_reads_operator_changes_and_bad_curves_are_refused() {
+    let h = Harness::new(Approval::Auto);
+    let (viewer, operator) = (h.token(Role::Viewer), h.token(Role::Operator));
+    let secrets = crate::secrets::SecretBox::open_with(&h.state.config().data_dir, None).unwrap();
+    let new = crate::bmcs::NewBmc {
+        name: "r1".into(),
+        address: "10.0.0.5".into(),
+        user: "ADMIN".into(),
+        password: crate::secrets::Secret::new("pw"),
+        interval: None,
+        agent: None,
+        vendor: Some("supermicro".into()),
+    };
+    h.state.control.add_bmc(&secrets, &new, "t").unwrap();
+    let req = |method: &str, path: &str, token: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let curve = "/api/bmcs/r1/curve";
+    let zephyr = r#"{"preset": "zephyr"}"#;
+    let (s, _) = h.send(req("PUT", curve, &viewer, zephyr)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h.send(req("GET", curve, &viewer, "")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("no_curve"))
+    );
+    let (s, v) = h.send(req("PUT", curve, &operator, zephyr)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["config"]["preset"].as_str(), v["enabled"].as_bool()),
+        (Some("zephyr"), Some(true))
+    );
+    let (s, v) = h.send(req("GET", curve, &viewer, "")).await;
+    assert_eq!(
+        (s, v["config"]["interval_s"].as_u64()),
+        (StatusCode::OK, Some(30))
+    );
+
+    let low = r#"{"zones": [{"zone": 0, "points": [[30, 15], [60, 100]]}]}"#;
+    let (s, v) = h.send(req("PUT", curve, &operator, low)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("duty 15 % is below Supermicro's minimum of 20 %"),
+        "{v}"
+    );
+    let typo = r#"{"zones": [{"zone": 0, "pionts": [[30, 40]]}]}"#;
+    let (s, v) = h.send(req("PUT", curve, &operator, typo)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(v["message"].as_str().unwrap().contains("pionts"), "{v}");
+    let fine = r#"{"zones": [{"zone": 0, "points": [[30, 25], [60, 100]]}]}"#;
+    let (s, v) = h
+        .send(req(
+            "PUT",
+            &format!("{curve}?enabled=false"),
+            &operator,
+            fine,
+        ))
+        .await;
+    assert_eq!(
+        (s, v["enabled"].as_bool()),
+        (StatusCode::OK, Some(false)),
+        "{v}"
+    );
+    let (s, _) = h
+        .send(req("PUT", "/api/bmcs/nobody/curve", &operator, fine))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, _) = h.send(req("DELETE", curve, &viewer, "")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, _) = h.send(req("DELETE", curve, &operator, "")).await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = h.send(req("DELETE", curve, &operator, "")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let audit = serde_json::to_string(&h.state.control.audit_tail(20).unwrap()).unwrap();
+    assert!(
+        audit.contains("fans.curve.set") && audit.contains("fans.curve.remove"),
+        "{audit}"
+    );
 }

@@ -6,10 +6,10 @@
 use super::bmc_sim::Sim;
 use super::{
     OperatorServer, PinnedHttp, Proc, dcmon, dcmon_agent, form_encode, free_port, join_command,
-    run, stdout, wait_for_series, wait_ok, write,
+    promtool_check_metrics, run, stdout, wait_for_series, wait_ok, write,
 };
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A registered agent: its config file, and the command that runs it.
@@ -366,24 +366,7 @@ fn commands_reach_the_agent_within_a_second_and_its_exporter_serves_prometheus()
     let (status, _) = server.http.get(&metrics, None).unwrap();
     assert_eq!(status, 401);
     let text = plain_get(exporter_port, "/metrics", "scrape-secret");
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool is installed by `cargo xtask test`");
-    std::io::Write::write_all(promtool.stdin.as_mut().unwrap(), text.as_bytes()).unwrap();
-    let out = promtool.wait_with_output().unwrap();
-    let problems =
-        String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
-    assert_ne!(out.status.code(), Some(1), "{problems}");
-    for line in problems.lines() {
-        assert!(
-            line.contains("camelCase") || line.trim().is_empty(),
-            "promtool: {line}"
-        );
-    }
+    promtool_check_metrics(&text);
     let prom_port = free_port();
     let prom_cfg = dir.path().join("prometheus.yml");
     write(
@@ -431,4 +414,74 @@ fn commands_reach_the_agent_within_a_second_and_its_exporter_serves_prometheus()
         );
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// Zone 0's duty and the fan mode as the real ipmitool reads them from the simulator.
+fn zone0_and_mode(sim: &Sim) -> (u8, u8) {
+    let hex = |args: &[&str]| u8::from_str_radix(sim.ok("17", args).trim(), 16).unwrap();
+    (
+        hex(&["raw", "0x30", "0x70", "0x66", "0x00", "0x00"]),
+        hex(&["raw", "0x30", "0x45", "0x00"]),
+    )
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) -> Duration {
+    let started = Instant::now();
+    while !f() {
+        assert!(started.elapsed() < within, "{what} within {within:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    started.elapsed()
+}
+
+#[test]
+fn agent_runs_its_fan_curve_fails_safe_without_temperatures_and_hands_back_on_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = OperatorServer::start(dir.path());
+    let mut sim = Sim::start(1, &["--vendor", "supermicro"]);
+    let password = dir.path().join("bmc.pass");
+    write(&password, "s3cret\n");
+    let agent = Agent::register(
+        &server,
+        &dir.path().join("agent"),
+        "fanhost",
+        &format!(
+            "interval: 5s\n\
+             bmc_lan:\n  address: 127.0.0.1:{}\n  user: admin\n  password_file: {}\n\
+             fan_curve:\n  interval_s: 1\n  zones:\n    - zone: 0\n      points: [[0, 30], [150, 31]]\n",
+            sim.port,
+            password.display()
+        ),
+    );
+    assert_eq!(
+        zone0_and_mode(&sim).1,
+        0,
+        "the simulator starts in standard mode"
+    );
+    let proc = agent.spawn();
+    // The curve takes over: full mode, zone 0 at 30 %.
+    wait_until(
+        "the curve sets zone 0 to 30 %",
+        Duration::from_secs(20),
+        || zone0_and_mode(&sim) == (30, 1),
+    );
+    // Temperatures become unreadable: full speed within one cycle (1 s) plus one read.
+    assert!(sim.control("fault 0 lose-temperatures on").contains("ok"));
+    let took = wait_until("fail-safe to 100 %", Duration::from_secs(10), || {
+        zone0_and_mode(&sim).0 == 100
+    });
+    eprintln!("agent fan loop: fail-safe {took:?} after temperatures were lost (cycle 1 s)");
+    assert!(took < Duration::from_secs(4), "fail-safe took {took:?}");
+    assert!(sim.control("fault 0 lose-temperatures off").contains("ok"));
+    wait_until("the curve resumes", Duration::from_secs(10), || {
+        zone0_and_mode(&sim) == (30, 1)
+    });
+    // A clean stop hands the fans back to the BMC.
+    let status = proc.interrupt();
+    assert!(status.success(), "agent exit {status:?}");
+    assert_eq!(
+        zone0_and_mode(&sim).1,
+        0,
+        "standard mode after the agent stopped"
+    );
 }

@@ -10,8 +10,8 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const IPMI_SIM: &str = "/usr/bin/ipmi_sim";
-const USER: &str = "admin";
-const PASSWORD: &str = "s3cret";
+pub(super) const USER: &str = "admin";
+pub(super) const PASSWORD: &str = "s3cret";
 /// Supermicro's IANA number, so that both tools name the manufacturer.
 const MANUFACTURER_ID: u32 = 10876;
 
@@ -151,9 +151,9 @@ endsdr
     }
 }
 
-struct IpmiSim {
-    proc: Proc,
-    port: u16,
+pub(super) struct IpmiSim {
+    pub(super) proc: Proc,
+    pub(super) port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -184,7 +184,7 @@ fn sdr_commands(raw: &[u8]) -> String {
 }
 
 impl IpmiSim {
-    fn start() -> Self {
+    pub(super) fn start() -> Self {
         assert!(
             Path::new(IPMI_SIM).exists(),
             "{IPMI_SIM} is missing: run `cargo xtask test`, which installs openipmi, \
@@ -278,7 +278,7 @@ impl IpmiSim {
         format!("127.0.0.1:{}", self.port)
     }
 
-    fn ipmitool(&self, args: &[&str]) -> Output {
+    pub(super) fn ipmitool(&self, args: &[&str]) -> Output {
         Command::new("ipmitool")
             .args(["-I", "lanplus", "-H", "127.0.0.1"])
             .args(["-p", &self.port.to_string()])

@@ -1,0 +1,110 @@
+//! Fan control of agentless BMCs (DESIGN §8): a BMC's curve (viewer reads, operator
+//! changes) and its fans now with the curve's operating point (viewer).
+
+use super::ApiError;
+use super::bmcs::bmc_error;
+use crate::auth::{Role, require_role};
+use crate::fan_curves::StoredCurve;
+use crate::fanloop::{FanView, fan_view};
+use crate::state::AppState;
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use dcmon_ipmi::curve::CurveConfig;
+use std::time::Duration;
+
+/// How long `GET .../fans` waits for the BMC per exchange.
+const BMC_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn no_curve(name: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_curve",
+        format!("BMC {name} has no fan curve; PUT one to /api/bmcs/{name}/curve"),
+    )
+}
+
+/// `GET /api/bmcs/{name}/curve` (viewer).
+pub(super) async fn get_curve(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<StoredCurve>, ApiError> {
+    require_role(&state, &headers, Role::Viewer).await?;
+    let db = state.control.clone();
+    let who = name.clone();
+    let curve = tokio::task::spawn_blocking(move || db.fan_curve(&who))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(bmc_error)?;
+    curve.map(Json).ok_or_else(|| no_curve(&name))
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct PutParams {
+    /// `false` stores the curve without running it. Default `true`.
+    enabled: Option<bool>,
+}
+
+/// `PUT /api/bmcs/{name}/curve[?enabled=false]` (operator): the body is a curve
+/// configuration (`{"preset": "zephyr"}`, or `{"interval_s": 30, "zones": [...]}`).
+/// Refused with every problem when it does not validate for the BMC's vendor.
+pub(super) async fn put_curve(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    Query(params): Query<PutParams>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<StoredCurve>, ApiError> {
+    let who = require_role(&state, &headers, Role::Operator).await?;
+    let config: CurveConfig = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "fan curve body: {e}; expected {{\"preset\": \"zephyr\"}} or {{\"interval_s\": 30, \"zones\": [{{\"zone\": 0, \"points\": [[40, 25], [70, 100]]}}]}}"
+        ))
+    })?;
+    let db = state.control.clone();
+    let enabled = params.enabled.unwrap_or(true);
+    let stored =
+        tokio::task::spawn_blocking(move || db.set_fan_curve(&name, &config, enabled, &who.name))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(bmc_error)?;
+    Ok(Json(stored))
+}
+
+/// `DELETE /api/bmcs/{name}/curve` (operator): the loop hands the fans back to the BMC.
+pub(super) async fn delete_curve(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<StatusCode, ApiError> {
+    let who = require_role(&state, &headers, Role::Operator).await?;
+    let db = state.control.clone();
+    let bmc = name.clone();
+    let removed = tokio::task::spawn_blocking(move || db.remove_fan_curve(&bmc, &who.name))
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(bmc_error)?;
+    match removed {
+        Some(_) => Ok(StatusCode::NO_CONTENT),
+        None => Err(no_curve(&name)),
+    }
+}
+
+/// `GET /api/bmcs/{name}/fans` (viewer): asks the BMC now for its fan mode, zone
+/// duties, fan speeds and temperatures, and dry-runs the curve on them (nothing is
+/// written). A BMC that does not answer is `"reachable": false` with the reason, and
+/// the decision shows the fail-safe the loop would carry out.
+pub(super) async fn status(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+) -> Result<Json<FanView>, ApiError> {
+    require_role(&state, &headers, Role::Viewer).await?;
+    let view = fan_view(&state, name, BMC_TIMEOUT)
+        .await
+        .map_err(bmc_error)?;
+    Ok(Json(view))
+}
