@@ -311,6 +311,16 @@ impl ServerClient {
             .collect())
     }
 
+    /// Reports events (see `events`).
+    pub async fn report_events(&self, events: &[dcmon_wire::api::AgentEvent]) -> Result<()> {
+        let body = serde_json::to_vec(events)?;
+        let (status, bytes) = self.post_json(dcmon_wire::api::PATH_EVENTS, body).await?;
+        if !(200..300).contains(&status) {
+            anyhow::bail!("events: HTTP {status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        Ok(())
+    }
+
     /// Reports a command's result.
     pub async fn command_result(&self, result: &CommandResult) -> Result<()> {
         let body = serde_json::to_vec(result)?;

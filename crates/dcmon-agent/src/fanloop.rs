@@ -11,6 +11,7 @@
 //! control is handed back to the BMC.
 
 use crate::config::AgentConfig;
+use crate::events::EventSink;
 use dcmon_ipmi::client::{self, SensorValue};
 use dcmon_ipmi::cmd::sdr::SdrRecord;
 use dcmon_ipmi::curve::{self, Controller, CurrentFans, CurveConfig, Inputs, Reading, SensorKind};
@@ -124,7 +125,7 @@ struct Loop {
 }
 
 impl Loop {
-    async fn cycle<T: Transport>(&mut self, bmc: &T, agent: &AgentTemps) {
+    async fn cycle<T: Transport>(&mut self, bmc: &T, agent: &AgentTemps, events: &EventSink) {
         let now = now_ms();
         let mut reachable = true;
         if self.sdr.is_none() {
@@ -173,30 +174,65 @@ impl Loop {
         self.last_run_ms = Some(now);
         for e in &decision.events {
             tracing::warn!(event = ?e, "fan loop");
+            let (kind, severity, message) = match e {
+                curve::Event::FailSafeEntered { reason } => (
+                    "fan_fail_safe",
+                    "critical",
+                    format!("fans to fail-safe: {reason}"),
+                ),
+                curve::Event::FailSafeCleared { reason } => (
+                    "fan_fail_safe_cleared",
+                    "info",
+                    format!("fail-safe over, curve back in control: {reason}"),
+                ),
+            };
+            events.push(
+                kind,
+                severity,
+                message,
+                serde_json::json!({ "explanation": decision.explanation }),
+            );
         }
         for w in &decision.writes {
             let action = w.action();
-            match fans::execute_with(bmc, &action, self.options).await {
+            let why = decision.explanation.join("; ");
+            let (message, severity) = match fans::execute_with(bmc, &action, self.options).await {
                 Ok(r) => {
                     self.wrote = true;
-                    tracing::info!(write = ?w, result = %r.message, why = %decision.explanation.join("; "), "fan write");
+                    tracing::info!(write = ?w, result = %r.message, %why, "fan write");
+                    (format!("curve: {w:?}: ok ({})", r.message), "info")
                 }
                 Err(e) => {
-                    tracing::error!(write = ?w, error = %e, why = %decision.explanation.join("; "), "fan write failed")
+                    tracing::error!(write = ?w, error = %e, %why, "fan write failed");
+                    (format!("curve: {w:?}: failed: {e}"), "warning")
                 }
-            }
+            };
+            events.push(
+                "fan_write",
+                severity,
+                message,
+                serde_json::json!({ "write": format!("{w:?}"), "why": decision.explanation }),
+            );
         }
     }
 
-    async fn hand_back<T: Transport>(&mut self, bmc: &T) {
+    async fn hand_back<T: Transport>(&mut self, bmc: &T, events: &EventSink) {
         if !self.wrote {
             return;
         }
         for w in self.controller.shutdown() {
-            match fans::execute_with(bmc, &w.action(), self.options).await {
-                Ok(r) => tracing::info!(result = %r.message, "fan control handed back to the BMC"),
-                Err(e) => tracing::error!(error = %e, "cannot hand fan control back to the BMC"),
-            }
+            let (message, severity) = match fans::execute_with(bmc, &w.action(), self.options).await
+            {
+                Ok(r) => {
+                    tracing::info!(result = %r.message, "fan control handed back to the BMC");
+                    (format!("curve stopped: {w:?}: ok ({})", r.message), "info")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot hand fan control back to the BMC");
+                    (format!("curve stopped: {w:?}: failed: {e}"), "warning")
+                }
+            };
+            events.push("fan_write", severity, message, serde_json::Value::Null);
         }
         self.wrote = false;
     }
@@ -213,6 +249,7 @@ pub async fn run(
     cfg: AgentConfig,
     mut curve_rx: watch::Receiver<Option<CurveConfig>>,
     agent: Arc<AgentTemps>,
+    events: Arc<EventSink>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut state: Option<Loop> = None;
@@ -223,7 +260,7 @@ pub async fn run(
             // A changed or removed curve: the old controller gives control back first.
             if let Some(mut l) = state.take() {
                 if let Ok(bmc) = connect(&cfg).await {
-                    hand_back_any(&mut l, &bmc).await;
+                    hand_back_any(&mut l, &bmc, &events).await;
                     close(bmc).await;
                 }
             }
@@ -236,7 +273,7 @@ pub async fn run(
                         state = build(c, &bmc, &cfg).await;
                     }
                     if let Some(l) = state.as_mut() {
-                        cycle_any(l, &bmc, &agent).await;
+                        cycle_any(l, &bmc, &agent, &events).await;
                     }
                     close(bmc).await;
                 }
@@ -258,7 +295,7 @@ pub async fn run(
     }
     if let Some(mut l) = state {
         if let Ok(bmc) = connect(&cfg).await {
-            hand_back_any(&mut l, &bmc).await;
+            hand_back_any(&mut l, &bmc, &events).await;
             close(bmc).await;
         }
     }
@@ -298,16 +335,16 @@ async fn build(c: &CurveConfig, bmc: &Bmc, cfg: &AgentConfig) -> Option<Loop> {
     }
 }
 
-async fn cycle_any(l: &mut Loop, bmc: &Bmc, agent: &AgentTemps) {
+async fn cycle_any(l: &mut Loop, bmc: &Bmc, agent: &AgentTemps, events: &EventSink) {
     match bmc {
-        Bmc::Inband(t) => l.cycle(t, agent).await,
-        Bmc::Lan(t) => l.cycle(t.as_ref(), agent).await,
+        Bmc::Inband(t) => l.cycle(t, agent, events).await,
+        Bmc::Lan(t) => l.cycle(t.as_ref(), agent, events).await,
     }
 }
 
-async fn hand_back_any(l: &mut Loop, bmc: &Bmc) {
+async fn hand_back_any(l: &mut Loop, bmc: &Bmc, events: &EventSink) {
     match bmc {
-        Bmc::Inband(t) => l.hand_back(t).await,
-        Bmc::Lan(t) => l.hand_back(t.as_ref()).await,
+        Bmc::Inband(t) => l.hand_back(t, events).await,
+        Bmc::Lan(t) => l.hand_back(t.as_ref(), events).await,
     }
 }

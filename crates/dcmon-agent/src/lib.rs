@@ -11,6 +11,7 @@
 //! - [`pusher`][]: batches to the server, spooling what it cannot take.
 //! - [`commands`][]: the command long-poll and what each command does.
 //! - [`exporter`][]: the optional local `/metrics`.
+//! - [`events`][]: XID errors and fan-loop writes on their way to the server.
 //! - [`fanloop`][]: the fan curve run on this machine, with its fail-safe.
 //! - [`spool`][]: scrapes waiting on disk while the server is unreachable.
 //! - [`install`][]: `dcmon-agent install`/`uninstall`: the hardened systemd service.
@@ -20,6 +21,7 @@ pub mod collectors;
 pub mod commands;
 pub mod config;
 pub mod enroll;
+pub mod events;
 pub mod exporter;
 pub mod exposition;
 pub mod fanloop;

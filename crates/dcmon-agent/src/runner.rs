@@ -237,12 +237,21 @@ pub async fn run(
         ))
     });
 
+    let events = Arc::new(crate::events::EventSink::default());
+    // Stopped last, so the fan loop's hand-back is reported too.
+    let (events_stop, events_stop_rx) = watch::channel(false);
+    let events_task = tokio::spawn(crate::events::run(
+        client.clone(),
+        events.clone(),
+        events_stop_rx,
+    ));
     let agent_temps = Arc::new(crate::fanloop::AgentTemps::default());
     let (curve_tx, curve_rx) = watch::channel(cfg.fan_curve.clone());
     let fan_task = tokio::spawn(crate::fanloop::run(
         cfg.clone(),
         curve_rx,
         agent_temps.clone(),
+        events.clone(),
         stop_rx.clone(),
     ));
 
@@ -281,6 +290,11 @@ pub async fn run(
             },
         };
         let mut scrape = tokio::task::block_in_place(|| collect_once(&mut collectors, &host));
+        for c in collectors.iter_mut() {
+            for e in c.take_events() {
+                events.push(e.kind, e.severity, e.message, e.detail);
+            }
+        }
         let stats = *push_stats
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -323,6 +337,8 @@ pub async fn run(
     {
         tracing::warn!("the fan loop did not hand control back within 15 s");
     }
+    let _ = events_stop.send(true);
+    let _ = tokio::time::timeout(Duration::from_secs(5), events_task).await;
     Ok(())
 }
 

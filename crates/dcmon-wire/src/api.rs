@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 pub const PATH_REGISTER: &str = "/api/agent/register";
 /// Path of the batch push endpoint.
 pub const PATH_PUSH: &str = "/api/agent/push";
+/// Path where an agent reports events (GPU XID errors, its fan loop's writes and
+/// fail-safe transitions).
+pub const PATH_EVENTS: &str = "/api/agent/events";
+/// Most events in one report.
+pub const MAX_EVENTS_PER_REPORT: usize = 500;
 /// Content type of a batch body.
 pub const BATCH_CONTENT_TYPE: &str = "application/x-dcmon-batch";
 
@@ -69,6 +74,24 @@ pub struct PushResponse {
     pub accepted_samples: u64,
     /// True when this sequence number had been accepted before.
     pub duplicate: bool,
+}
+
+/// One thing that happened on the agent's machine, as `POST /api/agent/events` carries
+/// a list of them (signed, JSON).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct AgentEvent {
+    /// Unique per agent (random): a report sent twice stores each event once.
+    pub id: String,
+    pub ts_ms: i64,
+    /// `gpu_xid`, `fan_write`, `fan_fail_safe`, `fan_fail_safe_cleared`, ...
+    pub kind: String,
+    /// `info`, `warning` or `critical`.
+    pub severity: String,
+    pub message: String,
+    /// Structured detail as JSON text.
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 /// Every error answer of the API: a stable machine code and a human message.

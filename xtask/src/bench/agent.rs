@@ -62,7 +62,11 @@ impl Drop for Running {
 }
 
 fn agent_binary() -> PathBuf {
-    dcmon_binary().with_file_name("dcmon-agent")
+    dcmon_binary()
+        .parent()
+        .and_then(Path::parent)
+        .map(|t| t.join("agent").join("dcmon-agent"))
+        .unwrap_or_else(|| PathBuf::from("dcmon-agent"))
 }
 
 struct Figures {
@@ -79,12 +83,15 @@ pub fn run(args: &[String]) -> Result<()> {
         return super::reexec_release("agent", args);
     }
     let mut build = super::super::cargo();
+    build.args(["build", "--release", "--quiet", "-p", "dcmon"]);
+    super::super::run(build)?;
+    // The agent as shipped: the size-optimised `agent` profile.
+    let mut build = super::super::cargo();
     build.args([
         "build",
-        "--release",
+        "--profile",
+        "agent",
         "--quiet",
-        "-p",
-        "dcmon",
         "-p",
         "dcmon-agent",
     ]);

@@ -41,4 +41,19 @@ pub trait Collector: Send {
     /// Appends this collection's samples to `out`. Labels `host`/`instance` are added by
     /// the caller. On error, what was appended before the error is kept.
     fn collect(&mut self, out: &mut Vec<MetricSample>) -> Result<(), CollectError>;
+    /// Things seen happen during the last collections (a GPU's XID error), to be kept
+    /// as events on the server; most collectors have none.
+    fn take_events(&mut self) -> Vec<CollectorEvent> {
+        Vec::new()
+    }
+}
+
+/// Something a collector saw happen.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CollectorEvent {
+    pub kind: &'static str,
+    /// `info`, `warning` or `critical`.
+    pub severity: &'static str,
+    pub message: String,
+    pub detail: serde_json::Value,
 }

@@ -90,6 +90,7 @@ pub fn app(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route(dcmon_wire::api::PATH_REGISTER, post(agent::register))
         .route(dcmon_wire::api::PATH_PUSH, post(agent::push))
+        .route(dcmon_wire::api::PATH_EVENTS, post(agent::events))
         .route(dcmon_wire::command::PATH_COMMANDS, post(commands::poll))
         .route(
             dcmon_wire::command::PATH_COMMAND_RESULT,

@@ -484,4 +484,32 @@ fn agent_runs_its_fan_curve_fails_safe_without_temperatures_and_hands_back_on_st
         0,
         "standard mode after the agent stopped"
     );
+
+    // The agent's writes and fail-safe transitions reached the server as events, and its
+    // fan writes are in the audit log under the agent's name.
+    let url = format!("{}/api/events?host=fanhost&limit=1000", server.base);
+    let (status, v) = server.http.get(&url, Some(&server.token)).unwrap();
+    assert_eq!(status, 200, "{v}");
+    let kinds: Vec<&str> = v["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for kind in ["fan_write", "fan_fail_safe", "fan_fail_safe_cleared"] {
+        assert!(kinds.contains(&kind), "no {kind} event in {v}");
+    }
+    let audit = stdout(&run(Command::new(dcmon()).args([
+        "audit",
+        "--config",
+        &server.cfg,
+        "--limit",
+        "500",
+    ])));
+    assert!(
+        audit.lines().any(|l| l.contains("agent:fanhost")
+            && l.contains("ipmi.fan_write")
+            && l.contains("curve stopped")),
+        "{audit}"
+    );
 }

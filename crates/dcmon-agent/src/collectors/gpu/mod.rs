@@ -223,6 +223,8 @@ pub(crate) struct GpuReading {
     pub values: [Option<f64>; FIELD_COUNT],
     /// XID errors seen since the agent started, by code, sorted by code.
     pub xid_counts: Vec<(u64, u64)>,
+    /// XID codes that arrived in the latest collection, in order.
+    pub new_xids: Vec<u64>,
 }
 
 impl Default for GpuReading {
@@ -234,6 +236,7 @@ impl Default for GpuReading {
             state: GpuState::Up,
             values: [None; FIELD_COUNT],
             xid_counts: Vec::new(),
+            new_xids: Vec::new(),
         }
     }
 }
@@ -311,6 +314,8 @@ pub struct GpuCollector {
     /// The problem last logged per GPU position, so that each change is logged once
     /// instead of every collection.
     logged_problems: Vec<Option<String>>,
+    /// XID errors not yet handed to the runner as events.
+    events: Vec<super::CollectorEvent>,
 }
 
 impl GpuCollector {
@@ -350,6 +355,7 @@ impl GpuCollector {
         Self {
             backend,
             logged_problems,
+            events: Vec::new(),
         }
     }
 }
@@ -393,6 +399,18 @@ impl Collector for GpuCollector {
             Some(Backend::Smi(g)) => g.collect()?,
         };
         push_samples(readings, out);
+        for r in readings.iter() {
+            for &xid in &r.new_xids {
+                self.events.push(super::CollectorEvent {
+                    kind: "gpu_xid",
+                    severity: "critical",
+                    message: format!("GPU {} ({}) reported XID {xid}", r.index, r.model),
+                    detail: serde_json::json!({
+                        "gpu": r.index, "UUID": r.uuid, "modelName": r.model, "xid": xid,
+                    }),
+                });
+            }
+        }
         log_changes(readings, &mut self.logged_problems);
         let read_something = readings
             .iter()
@@ -402,6 +420,10 @@ impl Collector for GpuCollector {
         } else {
             Err(nothing_readable(readings))
         }
+    }
+
+    fn take_events(&mut self) -> Vec<super::CollectorEvent> {
+        std::mem::take(&mut self.events)
     }
 }
 

@@ -288,6 +288,7 @@ fn sample_f64(v: SampleValue) -> f64 {
 /// Counts the XID events that arrived since the last collection, without waiting, and
 /// logs each one.
 fn drain_xid_events(h: &mut Handle, r: &mut Reader<'_>) {
+    r.reading.new_xids.clear();
     let Some(events) = &h.events else {
         return;
     };
@@ -317,6 +318,7 @@ fn drain_xid_events(h: &mut Handle, r: &mut Reader<'_>) {
                 );
                 h.last_xid = code;
                 count_xid(&mut r.reading.xid_counts, code);
+                r.reading.new_xids.push(code);
             }
             Some(XidError::Unknown) | None => tracing::warn!(
                 gpu = r.reading.index,
