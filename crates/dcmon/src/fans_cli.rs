@@ -4,7 +4,7 @@
 
 use anyhow::{Context, Result};
 use clap::Subcommand;
-use dcmon_ipmi::curve::{CurveConfig, FanWrite};
+use dcmon_ipmi::curve::{CurveConfig, FanWrite, glob_match};
 use dcmon_server::control::ControlDb;
 use dcmon_server::fan_curves::StoredCurve;
 use dcmon_server::fanloop::{FanView, dry_run};
@@ -41,6 +41,7 @@ pub(crate) enum CurveCommand {
     /// Store a curve from a YAML or JSON file (refused when it does not validate for
     /// the BMC's vendor, e.g. a duty below its minimum).
     Set {
+        /// The BMC (name or id), or a group of them by pattern (`rack1-*`, `gpu??`).
         #[arg(long)]
         bmc: String,
         #[arg(long)]
@@ -58,6 +59,7 @@ pub(crate) enum CurveCommand {
     },
     /// Remove the BMC's curve; a running server hands its fans back to the BMC.
     Remove {
+        /// The BMC (name or id), or a group of them by pattern.
         #[arg(long)]
         bmc: String,
     },
@@ -68,6 +70,7 @@ pub(crate) enum PresetCommand {
     /// Zephyr's rule for Supermicro boards: CPU at or below 50 °C and a fan above
     /// 2050 RPM: zone 0 to 0x18 (24 %); above 50 °C the BMC's Standard mode.
     Zephyr {
+        /// The BMC (name or id), or a group of them by pattern.
         #[arg(long)]
         bmc: String,
         /// Seconds between two runs of the control loop.
@@ -86,6 +89,49 @@ fn read_curve(file: &Path) -> Result<CurveConfig> {
             file.display()
         )
     })
+}
+
+/// The BMCs `--bmc` names: one by name or id, or every BMC whose name matches a
+/// pattern with `*` or `?` (a group: `rack1-*`).
+fn targets(db: &ControlDb, bmc: &str) -> Result<Vec<String>> {
+    if !bmc.contains(['*', '?']) {
+        return Ok(vec![bmc.to_owned()]);
+    }
+    let names: Vec<String> = db
+        .list_bmcs()?
+        .into_iter()
+        .map(|b| b.name)
+        .filter(|n| glob_match(bmc, n))
+        .collect();
+    if names.is_empty() {
+        anyhow::bail!("no BMC name matches {bmc:?}; see `dcmon bmc list`");
+    }
+    Ok(names)
+}
+
+/// Stores `config` on every target; stops at the first refusal, saying which got it.
+fn set_all(
+    db: &ControlDb,
+    bmc: &str,
+    config: &CurveConfig,
+    enabled: bool,
+    actor: &str,
+) -> Result<Vec<StoredCurve>> {
+    let mut done = Vec::new();
+    for name in targets(db, bmc)? {
+        match db.set_fan_curve(&name, config, enabled, actor) {
+            Ok(c) => done.push(c),
+            Err(e) if done.is_empty() => return Err(e.into()),
+            Err(e) => anyhow::bail!(
+                "BMC {name}: {e}; the curve was already set on {}",
+                done.iter()
+                    .map(|c| c.bmc.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+    }
+    Ok(done)
 }
 
 fn print_stored(c: &StoredCurve) -> Result<()> {
@@ -114,13 +160,14 @@ pub(crate) fn run(
                 },
         } => {
             let config = read_curve(&file)?;
-            let c = db.set_fan_curve(&bmc, &config, !disabled, actor)?;
-            let how = if c.enabled {
-                "a running server applies it within a second"
-            } else {
+            let how = if disabled {
                 "stored disabled; try it with `dcmon fans dry-run`"
+            } else {
+                "a running server, or the BMC's agent, applies it within a second"
             };
-            println!("fan curve of BMC {} set ({how})", c.bmc);
+            for c in set_all(db, &bmc, &config, !disabled, actor)? {
+                println!("fan curve of BMC {} set ({how})", c.bmc);
+            }
             Ok(())
         }
         FansCommand::Curve {
@@ -141,11 +188,13 @@ pub(crate) fn run(
         FansCommand::Curve {
             command: CurveCommand::Remove { bmc },
         } => {
-            match db.remove_fan_curve(&bmc, actor)? {
-                Some(_) => println!(
-                    "fan curve of BMC {bmc} removed; a running server hands its fans back to the BMC"
-                ),
-                None => println!("BMC {bmc} had no fan curve"),
+            for bmc in targets(db, &bmc)? {
+                match db.remove_fan_curve(&bmc, actor)? {
+                    Some(_) => println!(
+                        "fan curve of BMC {bmc} removed; its fans are handed back to the BMC"
+                    ),
+                    None => println!("BMC {bmc} had no fan curve"),
+                }
             }
             Ok(())
         }
@@ -156,11 +205,12 @@ pub(crate) fn run(
                 interval_s: interval,
                 ..CurveConfig::default()
             };
-            let c = db.set_fan_curve(&bmc, &config, true, actor)?;
-            println!(
-                "Zephyr preset set on BMC {} (every {} s)",
-                c.bmc, c.config.interval_s
-            );
+            for c in set_all(db, &bmc, &config, true, actor)? {
+                println!(
+                    "Zephyr preset set on BMC {} (every {} s)",
+                    c.bmc, c.config.interval_s
+                );
+            }
             Ok(())
         }
         FansCommand::DryRun { bmc, timeout, json } => {
@@ -231,5 +281,47 @@ fn print_view(v: &FanView) {
             }
         }
         (Some(_), None, None) => println!("No decision."),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dcmon_server::bmcs::NewBmc;
+    use dcmon_server::secrets::Secret;
+
+    #[test]
+    fn a_pattern_sets_a_group_and_a_refusal_names_what_was_set() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ControlDb::open(dir.path()).unwrap();
+        let secrets = SecretBox::from_key(&[7; 32]);
+        for (name, vendor) in [
+            ("rack1-a", "supermicro"),
+            ("rack1-b", "supermicro"),
+            ("rack2-a", "supermicro"),
+        ] {
+            let bmc = NewBmc {
+                name: name.into(),
+                address: "127.0.0.1".into(),
+                user: "admin".into(),
+                password: Secret::new("pw"),
+                interval: None,
+                agent: None,
+                vendor: Some(vendor.into()),
+            };
+            db.add_bmc(&secrets, &bmc, "test").unwrap();
+        }
+        assert_eq!(targets(&db, "rack1-*").unwrap(), ["rack1-a", "rack1-b"]);
+        assert_eq!(targets(&db, "rack2-a").unwrap(), ["rack2-a"]);
+        assert!(
+            targets(&db, "rack9-*")
+                .unwrap_err()
+                .to_string()
+                .contains("no BMC")
+        );
+        let set = set_all(&db, "rack1-?", &CurveConfig::default(), true, "test").unwrap();
+        assert_eq!(set.len(), 2);
+        assert!(db.fan_curve("rack1-b").unwrap().is_some());
+        assert!(db.fan_curve("rack2-a").unwrap().is_none());
     }
 }

@@ -424,7 +424,7 @@ pub(crate) fn curve_at(points: &[(f64, u8)], celsius: f64) -> Option<CurveValue>
 }
 
 /// `*` any run of characters, `?` one character, ASCII case ignored.
-pub(crate) fn glob_match(pattern: &str, name: &str) -> bool {
+pub fn glob_match(pattern: &str, name: &str) -> bool {
     let p: Vec<char> = pattern.chars().map(|c| c.to_ascii_lowercase()).collect();
     let n: Vec<char> = name.chars().map(|c| c.to_ascii_lowercase()).collect();
     // Iterative matching with one backtrack point: linear in practice, never recursive.

@@ -30,12 +30,14 @@
 mod config;
 pub mod sensors;
 
-pub use config::{CurveConfig, FanOverride, Preset, SensorKind, SensorSelector, ZoneCurve};
+pub use config::{
+    CurveConfig, FanOverride, Preset, SensorKind, SensorSelector, ZoneCurve, glob_match,
+};
 
 use crate::fans::{FanAction, ZoneDuty};
 use crate::vendor::Vendor;
 use crate::vendor::supermicro::FanMode;
-use config::{ZEPHYR_DUTY, ZEPHYR_FAN_RPM, ZEPHYR_MAX_CPU_C, curve_at, glob_match};
+use config::{ZEPHYR_DUTY, ZEPHYR_FAN_RPM, ZEPHYR_MAX_CPU_C, curve_at};
 use serde::Serialize;
 use std::fmt;
 
