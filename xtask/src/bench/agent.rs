@@ -9,9 +9,10 @@
 //! counted the same way. RSS is read from `/proc/PID/status` at the end of each window.
 
 use super::tsdb::{dcmon_binary, free_port, pid_cpu_seconds, pid_status_kib, pinned_client};
+use super::{Running, output};
 use anyhow::{Context, Result, bail};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Opts {
@@ -25,39 +26,21 @@ impl Opts {
             seconds: 60,
             interval_ms: 1000,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut num = |name: &str| -> Result<u64> {
-                it.next()
-                    .with_context(|| format!("{name} needs a value"))?
-                    .parse()
-                    .with_context(|| format!("{name}: expected a whole number"))
-            };
-            match a.as_str() {
-                "--seconds" => o.seconds = num("--seconds")?.max(10),
-                "--interval-ms" => o.interval_ms = num("--interval-ms")?.max(1000),
-                "--help" | "-h" => {
-                    println!(
-                        "cargo xtask bench agent [--seconds 60] [--interval-ms 1000]\n\
-                         Measures the dcmon agent (pushing to a local dcmon server) and\n\
-                         prometheus-node-exporter (scraped at the same interval) over the same window."
-                    );
-                    std::process::exit(0);
+        super::parse_numeric_flags(
+            args,
+            "cargo xtask bench agent [--seconds 60] [--interval-ms 1000]\n\
+             Measures the dcmon agent (pushing to a local dcmon server) and\n\
+             prometheus-node-exporter (scraped at the same interval) over the same window.",
+            |flag, n| {
+                match flag {
+                    "--seconds" => o.seconds = n.max(10),
+                    "--interval-ms" => o.interval_ms = n.max(1000),
+                    _ => return Ok(false),
                 }
-                other => bail!("unknown flag {other:?}; see --help"),
-            }
-        }
+                Ok(true)
+            },
+        )?;
         Ok(o)
-    }
-}
-
-/// Kills the process when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -174,18 +157,6 @@ fn spawn(cmd: &mut Command, log: &Path) -> Result<Running> {
             .spawn()
             .with_context(|| format!("starting {:?}", cmd.get_program()))?,
     ))
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output()?;
-    if !out.status.success() {
-        bail!(
-            "{:?} failed: {}",
-            cmd.get_program(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    Ok(String::from_utf8(out.stdout)?)
 }
 
 fn measure_agent(dir: &Path, opts: &Opts) -> Result<Figures> {

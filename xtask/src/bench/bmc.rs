@@ -13,9 +13,10 @@
 
 use super::ipmi::{PASSWORD, USER, start_sim};
 use super::tsdb::{dcmon_binary, free_port, pid_cpu_seconds, pid_status_kib, pinned_client};
+use super::{Running, output};
 use anyhow::{Context, Result, bail};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 struct Opts {
@@ -31,52 +32,23 @@ impl Opts {
             seconds: 60,
             interval_s: 30,
         };
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            let mut num = |name: &str| -> Result<u64> {
-                it.next()
-                    .with_context(|| format!("{name} needs a value"))?
-                    .parse()
-                    .with_context(|| format!("{name}: expected a whole number"))
-            };
-            match a.as_str() {
-                "--count" => o.count = usize::try_from(num("--count")?)?.clamp(1, 5000),
-                "--seconds" => o.seconds = num("--seconds")?.max(30),
-                "--interval" => o.interval_s = num("--interval")?.max(10),
-                "--help" | "-h" => {
-                    println!(
-                        "cargo xtask bench bmc [--count 1000] [--seconds 60] [--interval 30]\n\
-                         Polls --count simulated BMCs every --interval seconds with a release\n\
-                         dcmon server and measures it over --seconds after a warm-up poll of each."
-                    );
-                    std::process::exit(0);
+        super::parse_numeric_flags(
+            args,
+            "cargo xtask bench bmc [--count 1000] [--seconds 60] [--interval 30]\n\
+             Polls --count simulated BMCs every --interval seconds with a release\n\
+             dcmon server and measures it over --seconds after a warm-up poll of each.",
+            |flag, n| {
+                match flag {
+                    "--count" => o.count = usize::try_from(n)?.clamp(1, 5000),
+                    "--seconds" => o.seconds = n.max(30),
+                    "--interval" => o.interval_s = n.max(10),
+                    _ => return Ok(false),
                 }
-                other => bail!("unknown flag {other:?}; see --help"),
-            }
-        }
+                Ok(true)
+            },
+        )?;
         Ok(o)
     }
-}
-
-/// Kills the process when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn output(cmd: &mut Command) -> Result<String> {
-    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
-    if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 struct Figures {

@@ -7,7 +7,8 @@ mod rng;
 mod tsdb;
 mod wire;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
+use std::process::{Child, Command};
 
 pub fn run(args: &[String]) -> Result<()> {
     match args.first().map(String::as_str) {
@@ -39,4 +40,51 @@ fn reexec_release(name: &str, args: &[String]) -> Result<()> {
     ])
     .args(args);
     super::run(c)
+}
+
+/// A process the benchmark started; killed when dropped, however the benchmark ends.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `cmd` to completion; its standard output, or an error with its standard error.
+fn output(cmd: &mut Command) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Reads `--flag N` pairs: `set(flag, n)` stores a known flag and returns `false` for an
+/// unknown one; `--help` prints `usage` and exits.
+fn parse_numeric_flags(
+    args: &[String],
+    usage: &str,
+    mut set: impl FnMut(&str, u64) -> Result<bool>,
+) -> Result<()> {
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        if flag == "--help" || flag == "-h" {
+            println!("{usage}");
+            std::process::exit(0);
+        }
+        let value: u64 = it
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?
+            .parse()
+            .with_context(|| format!("{flag}: expected a whole number"))?;
+        if !set(flag, value)? {
+            bail!("unknown flag {flag:?}; see --help");
+        }
+    }
+    Ok(())
 }

@@ -48,6 +48,32 @@ pub trait Collector: Send {
     }
 }
 
+/// Test support: renders `samples` in the Prometheus text format and compares them with
+/// the snapshot at `path`; `UPDATE_EXPECT=1` rewrites the snapshot after an intended change.
+#[cfg(test)]
+pub(crate) fn check_exposition_snapshot(samples: Vec<MetricSample>, path: &std::path::Path) {
+    let mut text = String::new();
+    crate::exposition::prometheus_text(
+        &dcmon_wire::Scrape {
+            timestamp_ms: 0,
+            samples,
+        },
+        &mut text,
+    );
+    if std::env::var_os("UPDATE_EXPECT").is_some() {
+        std::fs::write(path, &text).unwrap();
+    }
+    let expected = std::fs::read_to_string(path).unwrap();
+    if text != expected {
+        let first = text.lines().zip(expected.lines()).position(|(a, b)| a != b);
+        panic!(
+            "exposition differs from {} (first differing line: {first:?}); \
+             rerun with UPDATE_EXPECT=1 if intended\n{text}",
+            path.display()
+        );
+    }
+}
+
 /// Something a collector saw happen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectorEvent {

@@ -448,7 +448,6 @@ fn nothing_readable(readings: &[GpuReading]) -> CollectError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dcmon_wire::Scrape;
     use std::fmt::Write as _;
     use std::sync::{Arc, Mutex};
 
@@ -565,27 +564,7 @@ mod tests {
         smi::parse(smi::QUERY, &csv, &mut readings).unwrap();
         let mut samples = Vec::new();
         push_samples(&readings, &mut samples);
-        let mut text = String::new();
-        crate::exposition::prometheus_text(
-            &Scrape {
-                timestamp_ms: 0,
-                samples,
-            },
-            &mut text,
-        );
-        let path = testdata().join("expected.prom");
-        if std::env::var_os("UPDATE_EXPECT").is_some() {
-            std::fs::write(&path, &text).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap();
-        if text != expected {
-            let first = text.lines().zip(expected.lines()).position(|(a, b)| a != b);
-            panic!(
-                "exposition differs from {} (first differing line: {first:?}); \
-                 rerun with UPDATE_EXPECT=1 if intended\n{text}",
-                path.display()
-            );
-        }
+        crate::collectors::check_exposition_snapshot(samples, &testdata().join("expected.prom"));
     }
 
     /// Collects what is logged at warn level and above.

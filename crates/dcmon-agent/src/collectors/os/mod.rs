@@ -437,39 +437,11 @@ mod tests {
         let mut samples = Vec::new();
         let result = c.collect(&mut samples);
         assert!(result.is_ok(), "{result:?}");
-        let mut text = String::new();
-        crate::exposition::prometheus_text(
-            &Scrape {
-                timestamp_ms: 0,
-                samples,
-            },
-            &mut text,
-        );
-        let path = testdata().join("expected.prom");
-        if std::env::var_os("UPDATE_EXPECT").is_some() {
-            std::fs::write(&path, &text).unwrap();
-        }
-        let expected = std::fs::read_to_string(&path).unwrap();
-        if text != expected {
-            let first = text.lines().zip(expected.lines()).position(|(a, b)| a != b);
-            panic!(
-                "exposition differs from {} (first differing line: {first:?}); \
-                 rerun with UPDATE_EXPECT=1 if intended\n{text}",
-                path.display()
-            );
-        }
+        crate::collectors::check_exposition_snapshot(samples, &testdata().join("expected.prom"));
         // A second collection (cached hwmon discovery, warm statfs worker) gives the same.
         let mut again = Vec::new();
         c.collect(&mut again).unwrap();
-        let mut text2 = String::new();
-        crate::exposition::prometheus_text(
-            &Scrape {
-                timestamp_ms: 0,
-                samples: again,
-            },
-            &mut text2,
-        );
-        assert_eq!(text2, expected);
+        crate::collectors::check_exposition_snapshot(again, &testdata().join("expected.prom"));
     }
 
     #[test]
