@@ -78,6 +78,15 @@ impl AppState {
         self.config.store(Arc::new(config));
     }
 
+    /// Notes that an agent was heard from now (flushed to the control store in batches).
+    pub fn saw_agent(&self, agent_id: &str, addr: &std::net::SocketAddr) {
+        let now = self.clock.now_ms();
+        self.last_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(agent_id.to_owned(), (now, addr.ip().to_string()));
+    }
+
     /// Writes the last-seen times gathered since the previous flush.
     pub fn flush_last_seen(&self) -> anyhow::Result<()> {
         let batch: Vec<(String, i64, String)> = {

@@ -7,13 +7,14 @@
 //! things on other firmware, so both must agree before any is sent.
 
 use super::ipmi::{IpmiConfig, runtime};
+use super::push;
 use super::{CollectError, Collector};
 use dcmon_ipmi::client;
 use dcmon_ipmi::msg::CompletionCode;
 use dcmon_ipmi::transport::Transport;
 use dcmon_ipmi::transport::inband::InbandDevice;
 use dcmon_ipmi::vendor::{Vendor, supermicro};
-use dcmon_wire::{Labels, MetricSample};
+use dcmon_wire::MetricSample;
 use std::path::Path;
 use tokio::runtime::Runtime;
 
@@ -184,19 +185,6 @@ impl<T: Transport> Collector for BmcFanCollector<T> {
             }
             Ok(())
         })
-    }
-}
-
-/// Appends one sample; names are constants of this module, so an invalid series is a
-/// bug caught in debug builds.
-fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], value: f64) {
-    match Labels::new(metric, labels.iter().copied()) {
-        Ok(labels) => out.push(MetricSample { labels, value }),
-        Err(e) => {
-            if cfg!(debug_assertions) {
-                panic!("bmc_fan collector built an invalid series {metric}: {e}");
-            }
-        }
     }
 }
 

@@ -5,13 +5,14 @@
 //! The collector is generic over the transport so that tests drive it against the BMC
 //! simulator; the agent uses [`InbandDevice`].
 
+use super::push;
 use super::{CollectError, Collector};
 use dcmon_ipmi::IpmiError;
 use dcmon_ipmi::client;
 use dcmon_ipmi::exporter::{SensorCache, sensor_series};
 use dcmon_ipmi::transport::Transport;
 use dcmon_ipmi::transport::inband::InbandDevice;
-use dcmon_wire::{Labels, MetricSample};
+use dcmon_wire::MetricSample;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -161,19 +162,6 @@ impl<T: Transport> Collector for IpmiCollector<T> {
             push(out, series.metric, &labels, series.value);
         }
         Ok(())
-    }
-}
-
-/// Appends one sample. Metric and label names are constants of this module and label
-/// values are free text, so an invalid series is a bug caught in debug builds.
-fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], value: f64) {
-    match Labels::new(metric, labels.iter().copied()) {
-        Ok(labels) => out.push(MetricSample { labels, value }),
-        Err(e) => {
-            if cfg!(debug_assertions) {
-                panic!("ipmi collector built an invalid series {metric}: {e}");
-            }
-        }
     }
 }
 

@@ -74,6 +74,20 @@ pub(crate) fn check_exposition_snapshot(samples: Vec<MetricSample>, path: &std::
     }
 }
 
+/// Appends one sample. Collectors build metric and label names from their own
+/// constants (their fixture tests emit every one), so an invalid name is a bug, caught
+/// in debug builds; label values are free text and always valid.
+pub(crate) fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], value: f64) {
+    match dcmon_wire::Labels::new(metric, labels.iter().copied()) {
+        Ok(labels) => out.push(MetricSample { labels, value }),
+        Err(e) => {
+            if cfg!(debug_assertions) {
+                panic!("a collector built an invalid series {metric}: {e}");
+            }
+        }
+    }
+}
+
 /// Something a collector saw happen.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CollectorEvent {

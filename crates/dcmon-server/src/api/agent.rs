@@ -99,12 +99,7 @@ pub(super) async fn push(
 ) -> Result<Json<PushResponse>, ApiError> {
     let agent = verify_agent(&state, &method, path_and_query(&uri), &headers, &body).await?;
     let resp = crate::ingest::push(&state, &agent, &body).await?;
-    let now = state.clock.now_ms();
-    state
-        .last_seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(agent.id.clone(), (now, remote(&addr)));
+    state.saw_agent(&agent.id, &addr);
     Ok(Json(resp))
 }
 

@@ -47,10 +47,7 @@ pub(super) async fn list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
-    let bmcs = tokio::task::spawn_blocking(move || db.list_bmcs())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(bmc_error)?;
+    let bmcs = super::run_blocking(move || db.list_bmcs(), bmc_error).await?;
     Ok(Json(serde_json::json!({ "bmcs": bmcs })))
 }
 
@@ -80,10 +77,7 @@ pub(super) async fn remove(
 ) -> Result<StatusCode, ApiError> {
     let who = require_role(&state, &headers, Role::Admin).await?;
     let db = state.control.clone();
-    tokio::task::spawn_blocking(move || db.remove_bmc(&name, &who.name))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(bmc_error)?;
+    super::run_blocking(move || db.remove_bmc(&name, &who.name), bmc_error).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -2,8 +2,8 @@
 //! that queues commands and shows their history (API token: operator to send, viewer to
 //! read).
 
-use super::ApiError;
 use super::agent::path_and_query;
+use super::{ApiError, run_blocking};
 use crate::auth::{Role, require_role, verify_agent};
 use crate::commands::{CommandRecord, DEFAULT_TTL_MS};
 use crate::state::AppState;
@@ -16,15 +16,6 @@ use dcmon_wire::command::{
 };
 use std::net::SocketAddr;
 use std::time::Duration;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)
-}
 
 /// `POST /api/agent/commands`: answers with the agent's queued commands as soon as
 /// there are any, or with none after the wait.
@@ -39,14 +30,7 @@ pub(super) async fn poll(
     let agent = verify_agent(&state, &method, path_and_query(&uri), &headers, &body).await?;
     let req: PollRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request(format!("poll body: {e}")))?;
-    state
-        .last_seen
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(
-            agent.id.clone(),
-            (state.clock.now_ms(), addr.ip().to_string()),
-        );
+    state.saw_agent(&agent.id, &addr);
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::from(req.wait_ms.min(MAX_POLL_WAIT_MS)));
     let notify = state.commands.agent(&agent.id);
@@ -57,7 +41,7 @@ pub(super) async fn poll(
         woken.as_mut().enable();
         let db = state.control.clone();
         let id = agent.id.clone();
-        let commands = blocking(move || db.take_commands(&id)).await?;
+        let commands = run_blocking(move || db.take_commands(&id), ApiError::internal).await?;
         if !commands.is_empty() {
             tracing::info!(agent = %agent.id, count = commands.len(), "commands delivered");
             return Ok(Json(commands));
@@ -82,7 +66,7 @@ pub(super) async fn result(
         .map_err(|e| ApiError::bad_request(format!("command result body: {e}")))?;
     let db = state.control.clone();
     let id = agent.id.clone();
-    let stored = blocking(move || db.finish_command(&id, &result)).await?;
+    let stored = run_blocking(move || db.finish_command(&id, &result), ApiError::internal).await?;
     match stored {
         Some(record) => {
             tracing::info!(agent = %agent.id, command = record.id, kind = %record.kind, status = %record.status, "command finished");
@@ -132,13 +116,15 @@ async fn settle(state: &AppState, id: i64, wait: Duration) -> Result<CommandReco
         tokio::pin!(woken);
         woken.as_mut().enable();
         let db = state.control.clone();
-        let record = blocking(move || db.command(id)).await?.ok_or_else(|| {
-            ApiError::new(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                format!("no command {id}"),
-            )
-        })?;
+        let record = run_blocking(move || db.command(id), ApiError::internal)
+            .await?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    format!("no command {id}"),
+                )
+            })?;
         if record.is_final() || tokio::time::Instant::now() >= deadline {
             return Ok(record);
         }
@@ -171,18 +157,17 @@ pub(super) async fn create(
     let ttl = new
         .ttl_s
         .map_or(DEFAULT_TTL_MS, |s| i64::from(s.max(1)) * 1000);
-    let queued = tokio::task::spawn_blocking(move || {
-        db.queue_command(&new.host, &new.command, &who.name, ttl)
-    })
-    .await
-    .map_err(ApiError::internal)?
-    .map_err(|e| {
-        ApiError::new(
-            StatusCode::UNPROCESSABLE_ENTITY,
-            "command_refused",
-            e.to_string(),
-        )
-    })?;
+    let queued = run_blocking(
+        move || db.queue_command(&new.host, &new.command, &who.name, ttl),
+        |e| {
+            ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "command_refused",
+                e.to_string(),
+            )
+        },
+    )
+    .await?;
     state.commands.wake(&queued.agent_id);
     let record = if wait.is_zero() {
         queued
@@ -207,10 +192,11 @@ pub(super) async fn list(
     require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
-    let commands = tokio::task::spawn_blocking(move || db.list_commands(q.host.as_deref(), limit))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::bad_request(e.to_string()))?;
+    let commands = run_blocking(
+        move || db.list_commands(q.host.as_deref(), limit),
+        |e| ApiError::bad_request(e.to_string()),
+    )
+    .await?;
     Ok(Json(serde_json::json!({ "commands": commands })))
 }
 

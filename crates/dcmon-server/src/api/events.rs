@@ -40,9 +40,7 @@ pub(super) async fn list(
         since_ms: q.since_ms,
     };
     let db = state.control.clone();
-    let events = tokio::task::spawn_blocking(move || db.list_events(&filter, limit))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let events =
+        super::run_blocking(move || db.list_events(&filter, limit), ApiError::internal).await?;
     Ok(Json(serde_json::json!({ "events": events })))
 }

@@ -34,10 +34,7 @@ pub(super) async fn get_curve(
     require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
     let who = name.clone();
-    let curve = tokio::task::spawn_blocking(move || db.fan_curve(&who))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(bmc_error)?;
+    let curve = super::run_blocking(move || db.fan_curve(&who), bmc_error).await?;
     curve.map(Json).ok_or_else(|| no_curve(&name))
 }
 
@@ -66,11 +63,11 @@ pub(super) async fn put_curve(
     })?;
     let db = state.control.clone();
     let enabled = params.enabled.unwrap_or(true);
-    let stored =
-        tokio::task::spawn_blocking(move || db.set_fan_curve(&name, &config, enabled, &who.name))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(bmc_error)?;
+    let stored = super::run_blocking(
+        move || db.set_fan_curve(&name, &config, enabled, &who.name),
+        bmc_error,
+    )
+    .await?;
     Ok(Json(stored))
 }
 
@@ -83,10 +80,8 @@ pub(super) async fn delete_curve(
     let who = require_role(&state, &headers, Role::Operator).await?;
     let db = state.control.clone();
     let bmc = name.clone();
-    let removed = tokio::task::spawn_blocking(move || db.remove_fan_curve(&bmc, &who.name))
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(bmc_error)?;
+    let removed =
+        super::run_blocking(move || db.remove_fan_curve(&bmc, &who.name), bmc_error).await?;
     match removed {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(no_curve(&name)),

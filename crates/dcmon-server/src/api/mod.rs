@@ -126,6 +126,22 @@ pub fn app(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// Runs store work on the blocking pool (never on the async executor) and turns its
+/// error into an answer with `to_answer`; a panicked task is an internal error.
+pub(crate) async fn run_blocking<T, E>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+    to_answer: impl FnOnce(E) -> ApiError,
+) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    E: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(to_answer)
+}
+
 /// A storage failure as an answer: limits the client can act on are theirs, the rest ours.
 pub(crate) fn tsdb_error(e: dcmon_tsdb::TsdbError) -> ApiError {
     if e.is_client_error() {
@@ -153,10 +169,7 @@ async fn agents_list(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
-    let agents = tokio::task::spawn_blocking(move || db.list_agents())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let agents = run_blocking(move || db.list_agents(), ApiError::internal).await?;
     Ok(Json(serde_json::json!({ "agents": agents })))
 }
 
@@ -166,10 +179,7 @@ async fn stats(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     require_role(&state, &headers, Role::Viewer).await?;
     let tsdb = state.tsdb.clone();
-    let s = tokio::task::spawn_blocking(move || tsdb.stats())
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(ApiError::internal)?;
+    let s = run_blocking(move || tsdb.stats(), ApiError::internal).await?;
     Ok(Json(serde_json::json!({
         "series": s.series,
         "samples": s.samples,

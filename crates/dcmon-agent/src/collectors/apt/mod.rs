@@ -14,8 +14,9 @@ mod lists;
 mod stanza;
 mod version;
 
+use super::push;
 use super::{CollectError, Collector};
-use dcmon_wire::{Labels, MetricSample};
+use dcmon_wire::MetricSample;
 use lists::{FileProblem, Upgrades};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -233,19 +234,6 @@ impl Collector for AptCollector {
                     message: p.message.clone(),
                 },
             }),
-        }
-    }
-}
-
-/// Appends one sample. Metric and label names are constants of this module (the fixture
-/// test emits every one), so an invalid name is a bug caught in debug builds.
-fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], value: f64) {
-    match Labels::new(metric, labels.iter().copied()) {
-        Ok(labels) => out.push(MetricSample { labels, value }),
-        Err(e) => {
-            if cfg!(debug_assertions) {
-                panic!("apt collector built an invalid series {metric}: {e}");
-            }
         }
     }
 }

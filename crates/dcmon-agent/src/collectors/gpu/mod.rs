@@ -21,8 +21,9 @@
 mod nvml;
 mod smi;
 
+use super::push;
 use super::{CollectError, Collector};
-use dcmon_wire::{Labels, MetricSample};
+use dcmon_wire::MetricSample;
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use std::time::Duration;
@@ -285,19 +286,6 @@ pub(crate) fn push_samples(readings: &[GpuReading], out: &mut Vec<MetricSample>)
                 &[gpu, uuid, model, ("xid", code.as_str())],
                 *count as f64,
             );
-        }
-    }
-}
-
-/// Appends one sample. Metric and label names are constants of this module (the fixture
-/// test emits every one), so an invalid name is a bug caught in debug builds.
-fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], value: f64) {
-    match Labels::new(metric, labels.iter().copied()) {
-        Ok(labels) => out.push(MetricSample { labels, value }),
-        Err(e) => {
-            if cfg!(debug_assertions) {
-                panic!("gpu collector built an invalid series {metric}: {e}");
-            }
         }
     }
 }

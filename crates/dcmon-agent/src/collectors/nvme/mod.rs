@@ -12,8 +12,9 @@
 mod ioctl;
 mod log;
 
+use super::push;
 use super::{CollectError, Collector};
-use dcmon_wire::{Labels, MetricSample};
+use dcmon_wire::MetricSample;
 use log::{ControllerIdentity, IDENTIFY_LEN, SMART_LOG_LEN};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -322,19 +323,6 @@ fn push_smart_log(out: &mut Vec<MetricSample>, device: &str, s: &log::SmartLog) 
         ),
     ] {
         push(out, metric, &dev, value);
-    }
-}
-
-/// Appends one sample. Metric and label names are constants of this module (the fixture
-/// test emits every one), so an invalid name is a bug caught in debug builds.
-fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], value: f64) {
-    match Labels::new(metric, labels.iter().copied()) {
-        Ok(labels) => out.push(MetricSample { labels, value }),
-        Err(e) => {
-            if cfg!(debug_assertions) {
-                panic!("nvme collector built an invalid series {metric}: {e}");
-            }
-        }
     }
 }
 

@@ -23,8 +23,9 @@ mod netdev;
 mod stat;
 mod system;
 
+use super::push;
 use super::{CollectError, Collector};
-use dcmon_wire::{Labels, MetricSample};
+use dcmon_wire::MetricSample;
 use serde::{Deserialize, Serialize};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -256,19 +257,6 @@ impl Collector for OsCollector {
                 .collect(&self.proc_root, (self.now)(), &mut self.buf, out),
         ];
         results.into_iter().find(Result::is_err).unwrap_or(Ok(()))
-    }
-}
-
-/// Appends one sample. Metric and label names are constants of this module (the fixture
-/// test emits every one), so an invalid name is a bug caught in debug builds.
-fn push(out: &mut Vec<MetricSample>, metric: &str, labels: &[(&str, &str)], value: f64) {
-    match Labels::new(metric, labels.iter().copied()) {
-        Ok(labels) => out.push(MetricSample { labels, value }),
-        Err(e) => {
-            if cfg!(debug_assertions) {
-                panic!("os collector built an invalid series {metric}: {e}");
-            }
-        }
     }
 }
 
