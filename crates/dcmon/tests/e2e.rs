@@ -581,7 +581,10 @@ fn garbage_flags_get_clear_errors_not_panics() {
         assert_eq!(
             out.status.code(),
             Some(
-                if err.contains("error: invalid value") || err.contains("error: unexpected") {
+                if err.contains("error: invalid value")
+                    || err.contains("error: unexpected")
+                    || err.contains("error: the following required")
+                {
                     2
                 } else {
                     1
@@ -632,7 +635,118 @@ fn garbage_flags_get_clear_errors_not_panics() {
         &["agents", "revoke", "nobody", "--data-dir", &data],
         "no agent with id or host \"nobody\"",
     );
+    fails(
+        dcmon(),
+        &[
+            "command",
+            "send",
+            "--data-dir",
+            &data,
+            "--host",
+            "nobody",
+            "collect_now",
+        ],
+        "no agent with id or host \"nobody\"",
+    );
+    fails(
+        dcmon(),
+        &[
+            "command",
+            "send",
+            "--data-dir",
+            &data,
+            "--host",
+            "x",
+            "fan_control",
+            "mode",
+            "turbo",
+        ],
+        "use standard, full, optimal or heavy_io",
+    );
+    fails(
+        dcmon(),
+        &[
+            "command",
+            "send",
+            "--data-dir",
+            &data,
+            "--host",
+            "x",
+            "reboot",
+            "--delay",
+            "later",
+        ],
+        "invalid value 'later' for '--delay",
+    );
+    fails(
+        dcmon(),
+        &[
+            "bmc",
+            "add",
+            "--data-dir",
+            &data,
+            "--name",
+            "bad name!",
+            "--address",
+            "10.0.0.1",
+            "--user",
+            "admin",
+            "--password",
+            "pw",
+        ],
+        "name",
+    );
+    let csv = dir.path().join("bmcs.csv");
+    write(
+        &csv,
+        "name,address,user,password
+node1,10.0.0.1
+",
+    );
+    fails(
+        dcmon(),
+        &["bmc", "import", "--data-dir", &data, csv.to_str().unwrap()],
+        "line 2",
+    );
+    let curve = dir.path().join("curve.yaml");
+    write(&curve, "zones: [{zone: 0, points: [[50, 40], [40, 60]]}]\n");
+    fails(
+        dcmon(),
+        &[
+            "command",
+            "send",
+            "--data-dir",
+            &data,
+            "--host",
+            "x",
+            "config_update",
+            "--fan-curve",
+            curve.to_str().unwrap(),
+        ],
+        "zones[0].points[1]",
+    );
+    write(&curve, "{{{ not yaml");
+    fails(
+        dcmon(),
+        &[
+            "fans",
+            "curve",
+            "set",
+            "--data-dir",
+            &data,
+            "--bmc",
+            "x",
+            "--file",
+            curve.to_str().unwrap(),
+        ],
+        "not a fan curve",
+    );
     let cfg = agent_cfg.to_str().unwrap();
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "fans", "--lan", "10.0.0.1", "status"],
+        "--user",
+    );
     fails(
         dcmon_agent(),
         &[
@@ -665,6 +779,26 @@ fn garbage_flags_get_clear_errors_not_panics() {
         dcmon_agent(),
         &["--config", cfg, "collect", "--once"],
         "collectors.disabled: unknown collector \"gpu0\"; known: os",
+    );
+    write(
+        &agent_cfg,
+        "exporter:\n  listen: nowhere\ncommands:\n  reboot_command: []\n\
+         fan_curve:\n  zones: [{zone: 0, points: [[50, 40], [40, 60]]}]\n",
+    );
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "collect", "--once"],
+        "exporter.listen: \"nowhere\" is not an address",
+    );
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "collect", "--once"],
+        "commands.reboot_command: must name a program",
+    );
+    fails(
+        dcmon_agent(),
+        &["--config", cfg, "collect", "--once"],
+        "fan_curve.zones[0].points[1]",
     );
     write(&agent_cfg, "server: [1, 2]\n");
     fails(

@@ -1033,3 +1033,61 @@ async fn fan_curves_viewer_reads_operator_changes_and_bad_curves_are_refused() {
         "{audit}"
     );
 }
+
+#[tokio::test]
+async fn agent_events_are_checked_stored_once_and_fan_writes_audited_once() {
+    use dcmon_wire::api::PATH_EVENTS;
+    use dcmon_wire::command::{PATH_COMMAND_RESULT, PATH_COMMANDS};
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("machine-1", "gpu01").await;
+    let now = h.clock.now_ms();
+    let post = |h: &mut Harness, path: &str, body: &[u8]| {
+        h.signed(path, Some(&agent.id), &agent.key, now, body, body)
+    };
+    for (path, body, expect) in [
+        (PATH_EVENTS, &b"{not json"[..], "events body"),
+        (
+            PATH_EVENTS,
+            br#"[{"id":"a","ts_ms":1,"kind":"fan_write","severity":"loud","message":"m"}]"#,
+            "events[0].severity",
+        ),
+        (
+            PATH_EVENTS,
+            br#"[{"id":"a","ts_ms":1,"kind":"Fan Write","severity":"info","message":"m"}]"#,
+            "events[0].kind",
+        ),
+        (
+            PATH_EVENTS,
+            br#"[{"id":"a","ts_ms":1,"kind":"gpu_xid","severity":"info","message":"m","detail":"{"}]"#,
+            "events[0].detail",
+        ),
+        (PATH_COMMANDS, b"[]", "poll body"),
+        (PATH_COMMAND_RESULT, b"{\"id\":1}", "command result body"),
+    ] {
+        let req = post(&mut h, path, body);
+        let (s, v) = h.send(req).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{path}: {v}");
+        assert!(v["message"].as_str().unwrap().contains(expect), "{path}: {v}");
+    }
+    let report = br#"[{"id":"w1","ts_ms":1,"kind":"fan_write","severity":"info","message":"curve: Duty { zone: 0, duty: 40 }: ok"},
+                     {"id":"x1","ts_ms":2,"kind":"gpu_xid","severity":"critical","message":"GPU 0 reported XID 79","detail":"{\"xid\":79}"}]"#;
+    for _ in 0..2 {
+        let req = post(&mut h, PATH_EVENTS, report);
+        assert_eq!(h.send(req).await.0, StatusCode::NO_CONTENT);
+    }
+    let events = h
+        .state
+        .control
+        .list_events(&crate::events::EventFilter::default(), 100)
+        .unwrap();
+    assert_eq!(events.len(), 2, "a resent report stores nothing twice");
+    let audited = h
+        .state
+        .control
+        .audit_tail(100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "ipmi.fan_write" && e.actor == "agent:gpu01")
+        .count();
+    assert_eq!(audited, 1);
+}
