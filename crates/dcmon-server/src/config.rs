@@ -24,6 +24,7 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub bmc_poll: BmcPollConfig,
+    pub ui: UiConfig,
 }
 
 /// HTTPS certificate. Without files, a self-signed certificate is made in `data_dir/tls`.
@@ -114,6 +115,26 @@ pub struct BmcPollConfig {
     pub interval_override: Option<Duration>,
 }
 
+/// The web UI's fleet table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// How often the fleet table's live stream sends what changed.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    /// A machine whose last push is older than this shows as stale.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// A machine whose last push is older than this shows as offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+    /// Colour thresholds per fleet column (`cpu_temp`, `cpu_pct`, `vrm_temp`, `gpu_temp`,
+    /// `gpu_power`, `gpu_limit`, `gpu_fan`, `ram_pct`, `root_pct`, `docker_pct`): three
+    /// ascending values `[green_from, yellow_from, red_from]`; below the first is blue.
+    /// A column without thresholds is not coloured. Replaces the defaults per column.
+    pub thresholds: std::collections::BTreeMap<String, [f64; 3]>,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -143,6 +164,18 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             bmc_poll: BmcPollConfig::default(),
+            ui: UiConfig::default(),
+        }
+    }
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(5),
+            stale_after: Duration::from_secs(60),
+            offline_after: Duration::from_secs(180),
+            thresholds: std::collections::BTreeMap::new(),
         }
     }
 }
@@ -351,6 +384,29 @@ impl ServerConfig {
             && (every < Duration::from_secs(1) || every > Duration::from_secs(86_400))
         {
             p.push("bmc_poll.interval_override: must be between 1s and 1d".to_owned());
+        }
+        let ui = &self.ui;
+        if ui.refresh < Duration::from_secs(1) || ui.refresh > Duration::from_secs(300) {
+            p.push("ui.refresh: must be between 1s and 5m".to_owned());
+        }
+        if ui.stale_after < Duration::from_secs(1) || ui.offline_after <= ui.stale_after {
+            p.push(
+                "ui.stale_after, ui.offline_after: stale_after must be at least 1s and offline_after longer than stale_after"
+                    .to_owned(),
+            );
+        }
+        for (key, t) in &ui.thresholds {
+            if !crate::fleet::COLUMNS.iter().any(|c| c.key == key) {
+                let keys: Vec<&str> = crate::fleet::COLUMNS.iter().map(|c| c.key).collect();
+                p.push(format!(
+                    "ui.thresholds.{key}: no such fleet column; columns are {}",
+                    keys.join(", ")
+                ));
+            } else if !(t.iter().all(|v| v.is_finite()) && t[0] < t[1] && t[1] < t[2]) {
+                p.push(format!(
+                    "ui.thresholds.{key}: {t:?} must be three finite, strictly ascending numbers [green_from, yellow_from, red_from]"
+                ));
+            }
         }
         if self.log.level.trim().is_empty() {
             p.push("log.level: must not be empty (e.g. info)".to_owned());
@@ -642,6 +698,31 @@ mod tests {
                 "{key}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn fleet_thresholds_name_a_column_and_ascend() {
+        let c = load(
+            "s.yaml",
+            "ui:\n  thresholds:\n    gpu_power: [100, 300, 600]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.ui.thresholds["gpu_power"], [100.0, 300.0, 600.0]);
+        let e = load(
+            "s.yaml",
+            "ui:\n  refresh: 0s\n  thresholds:\n    cpu_temp: [90, 80, 70]\n    gpu_tmp: [1, 2, 3]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("ui.refresh: must be between"), "{e}");
+        assert!(e.contains("ui.thresholds.cpu_temp: [90.0, 80.0, 70.0] must be three finite, strictly ascending"), "{e}");
+        assert!(
+            e.contains(
+                "ui.thresholds.gpu_tmp: no such fleet column; columns are cpu_temp, cpu_pct"
+            ),
+            "{e}"
+        );
     }
 
     #[test]

@@ -23,6 +23,7 @@ pub mod control;
 pub mod events;
 pub mod fan_curves;
 pub mod fanloop;
+pub mod fleet;
 pub mod ingest;
 pub mod poller;
 pub mod secrets;
@@ -153,6 +154,7 @@ impl Server {
 
 fn spawn_housekeeping(state: AppState) {
     poller::spawn(state.clone());
+    tokio::spawn(fleet::keep_in_sync(state.clone()));
     tokio::spawn(commands::watch(
         state.control.clone(),
         state.commands.clone(),

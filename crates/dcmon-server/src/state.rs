@@ -42,6 +42,8 @@ pub struct AppState {
     pub last_seen: Arc<Mutex<HashMap<String, (i64, String)>>>,
     /// Pin of the serving certificate, shown to users.
     pub tls_fingerprint: Arc<str>,
+    /// The fleet table, kept current by ingest.
+    pub fleet: Arc<crate::fleet::FleetView>,
 }
 
 impl AppState {
@@ -65,6 +67,7 @@ impl AppState {
             boot_ms,
             last_seen: Arc::new(Mutex::new(HashMap::new())),
             tls_fingerprint: tls_fingerprint.into(),
+            fleet: Arc::default(),
         }
     }
 

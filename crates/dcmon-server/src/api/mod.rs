@@ -8,6 +8,7 @@ mod bmcs;
 mod commands;
 mod events;
 mod fans;
+mod fleet;
 mod prom;
 mod remote_write;
 
@@ -120,6 +121,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/bmcs/{name}/fans", get(fans::status))
         .route("/api/events", get(events::list))
+        .route("/api/fleet", get(fleet::table))
+        .route("/api/fleet/stream", get(fleet::stream))
         .route("/api/stats", get(stats))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
