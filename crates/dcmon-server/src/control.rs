@@ -8,7 +8,6 @@
 
 use crate::auth::Role;
 use anyhow::{Context, Result, bail};
-use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dcmon_wire::api::AgentStatus;
@@ -136,6 +135,37 @@ const MIGRATIONS: &[&str] = &[
          updated_ms INTEGER NOT NULL,
          updated_by TEXT NOT NULL
      );",
+    // 6: accounts (see `accounts`): sessions, lock-out, TOTP, recovery codes; token
+    // owners and last use; the audit log becomes append-only and searchable.
+    "CREATE TABLE sessions (
+         id_hash TEXT PRIMARY KEY,
+         user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+         csrf TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         last_seen_ms INTEGER NOT NULL,
+         remote TEXT
+     );
+     CREATE INDEX sessions_user ON sessions (user_id);
+     ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE users ADD COLUMN locked_until_ms INTEGER;
+     ALTER TABLE users ADD COLUMN totp_secret TEXT;
+     ALTER TABLE users ADD COLUMN totp_pending TEXT;
+     ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+     CREATE TABLE recovery_codes (
+         user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+         code_hash TEXT NOT NULL,
+         used_ms INTEGER,
+         PRIMARY KEY (user_id, code_hash)
+     );
+     ALTER TABLE api_tokens ADD COLUMN owner TEXT;
+     ALTER TABLE api_tokens ADD COLUMN last_used_ms INTEGER;
+     CREATE INDEX audit_log_actor ON audit_log (actor, id);
+     CREATE INDEX audit_log_action ON audit_log (action, id);
+     CREATE INDEX audit_log_ts ON audit_log (ts_ms);
+     CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+     CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;",
 ];
 
 /// An agent as the server knows it.
@@ -160,7 +190,12 @@ pub struct TokenRecord {
     pub id: i64,
     pub name: String,
     pub role: Role,
+    /// Who created it: a user, or `cli:<login>` for `dcmon token create`; `None` for
+    /// tokens made before owners were recorded.
+    pub owner: Option<String>,
     pub created_ms: i64,
+    /// Last request made with it (recorded at most once a minute).
+    pub last_used_ms: Option<i64>,
     pub revoked: bool,
 }
 
@@ -308,8 +343,8 @@ impl ControlDb {
         );
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO api_tokens (name, role, token_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![name, role.as_str(), hash_token(&token), now_ms()],
+            "INSERT INTO api_tokens (name, role, token_hash, created_ms, owner) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, role.as_str(), hash_token(&token), now_ms(), actor],
         )?;
         audit(
             &conn,
@@ -344,7 +379,7 @@ impl ControlDb {
         let row = cache
             .conn
             .prepare_cached(
-                "SELECT id, name, role, created_ms, revoked FROM api_tokens WHERE token_hash = ?1 AND revoked = 0",
+                "SELECT id, name, role, owner, created_ms, last_used_ms, revoked FROM api_tokens WHERE token_hash = ?1 AND revoked = 0",
             )?
             .query_row(params![hash], token_row)
             .optional()?;
@@ -355,7 +390,7 @@ impl ControlDb {
     pub fn list_api_tokens(&self) -> Result<Vec<TokenRecord>> {
         let conn = self.conn();
         let mut stmt =
-            conn.prepare("SELECT id, name, role, created_ms, revoked FROM api_tokens ORDER BY id")?;
+            conn.prepare("SELECT id, name, role, owner, created_ms, last_used_ms, revoked FROM api_tokens ORDER BY id")?;
         let rows = stmt
             .query_map([], token_row)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -542,12 +577,7 @@ impl ControlDb {
             return Ok(None);
         }
         let password = URL_SAFE_NO_PAD.encode(random_bytes::<15>());
-        let salt = SaltString::encode_b64(&random_bytes::<16>())
-            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-        let hash = argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?
-            .to_string();
+        let hash = crate::accounts::hash_password(&password)?;
         conn.execute(
             "INSERT INTO users (name, role, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![name, Role::Admin.as_str(), hash, now_ms()],
@@ -671,8 +701,10 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         name: r.get(1)?,
         // An unreadable role grants the least.
         role: Role::parse(&role).unwrap_or(Role::Viewer),
-        created_ms: r.get(3)?,
-        revoked: r.get::<_, i64>(4)? != 0,
+        owner: r.get(3)?,
+        created_ms: r.get(4)?,
+        last_used_ms: r.get(5)?,
+        revoked: r.get::<_, i64>(6)? != 0,
     })
 }
 

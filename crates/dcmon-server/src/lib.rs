@@ -3,8 +3,12 @@
 //! - [`config`]: `server.yaml`, validated, with environment and CLI overrides.
 //! - [`tls`]: the serving certificate (generated or given) and its pin.
 //! - [`control`]: users, tokens, agents, audit log (SQLite).
-//! - [`auth`]: roles, API tokens, agent signatures and replay protection.
-//! - [`api`]: the router (`api::app`): agent endpoints, Prometheus API, admin reads.
+//! - [`accounts`]: users' passwords, sign-in with lock-out, sessions.
+//! - [`auth`]: roles, the per-route policy (tokens, sessions, CSRF), agent signatures
+//!   and replay protection.
+//! - [`api`]: the route table (`api::routes`) and the router built from it (`api::app`):
+//!   agent endpoints, Prometheus API, accounts, admin reads.
+//! - [`web`]: the UI's pages.
 //! - [`ingest`]: agent batch sessions into the tsdb.
 //! - [`commands`]: the live command queue (agent long-poll, results, history).
 //! - [`bmcs`]: the BMC inventory (agentless polling targets, sealed credentials).
@@ -14,6 +18,7 @@
 //! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
 //! - [`Server`]: starts all of it.
 
+pub mod accounts;
 pub mod api;
 pub mod auth;
 pub mod bmcs;
@@ -28,6 +33,7 @@ pub mod poller;
 pub mod secrets;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
