@@ -4,13 +4,14 @@
 use crate::api::{Access, ApiError};
 use crate::control::AgentRecord;
 use crate::state::AppState;
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use dcmon_wire::api::{AgentStatus, codes};
 use dcmon_wire::sign;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 /// Roles, least to most privileged.
@@ -106,16 +107,18 @@ pub fn session_id(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// Compares secrets in time independent of where they differ.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The caller, from (in this order) a Bearer token, the session cookie, or trusted
-/// proxy headers. `Ok(None)`: no credentials (or an expired session). A Bearer header
-/// that is not a valid token is an error rather than falling through to the cookie.
+/// proxy headers (only when the TCP peer `peer` is in `auth.trusted_proxies`).
+/// `Ok(None)`: no credentials (or an expired session). A Bearer header that is not a
+/// valid token is an error rather than falling through to the cookie.
 pub async fn identify(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Option<SocketAddr>,
 ) -> Result<Option<Principal>, ApiError> {
     if let Some(value) = headers.get(header::AUTHORIZATION) {
         return bearer(state, value).map(Some);
@@ -137,7 +140,132 @@ pub async fn identify(
             }));
         }
     }
-    Ok(None)
+    match peer {
+        Some(peer) if is_trusted_proxy(state, peer.ip()) => proxy_user(state, headers).await,
+        _ => Ok(None),
+    }
+}
+
+fn is_trusted_proxy(state: &AppState, ip: IpAddr) -> bool {
+    let config = state.config();
+    !config.auth.trusted_proxies.is_empty()
+        && config.auth.proxy_nets().iter().any(|n| n.contains(ip))
+}
+
+/// The user a trusted proxy vouches for, if it sent the headers.
+async fn proxy_user(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    let Some(user) = headers.get(PROXY_USER_HEADER) else {
+        return Ok(None);
+    };
+    let user = user
+        .to_str()
+        .ok()
+        .filter(|u| crate::accounts::check_user_name(u).is_ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "the proxy's X-Fleet-Auth-User header is not a valid user name (1 to 64 letters, digits, '.', '_', '-', '@')",
+            )
+        })?
+        .to_owned();
+    let role_text = headers
+        .get(PROXY_ROLE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let role = Role::parse(role_text.trim()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_role",
+            format!(
+                "the proxy sent X-Fleet-Auth-Role {role_text:?} for user {user}: not a dcmon role; configure the proxy to send viewer, operator or admin"
+            ),
+        )
+    })?;
+    let key = state.secret_box().await?;
+    let csrf = hex::encode(key.mac(PROXY_CSRF_PURPOSE, user.as_bytes()));
+    Ok(Some(Principal {
+        name: user,
+        role,
+        via: Via::Proxy,
+        csrf: Some(csrf),
+    }))
+}
+
+/// MAC purpose of proxy users' CSRF tokens: stable per user, unforgeable without the key.
+const PROXY_CSRF_PURPOSE: &str = "csrf-proxy-user";
+
+/// The client's address for rate limits and the audit log: the TCP peer, or, when the
+/// peer is a trusted proxy, the last address it appended to `X-Forwarded-For`.
+pub fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if is_trusted_proxy(state, peer.ip()) {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .next_back();
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+/// Sign-in attempts per client address in the last minute, in memory: a restart
+/// forgets them, which costs an attacker a restart per minute of guesses. Per-user
+/// lock-out (in the store) is the limit that survives restarts.
+#[derive(Default)]
+pub struct LoginRateLimit {
+    clients: Mutex<HashMap<IpAddr, AttemptWindow>>,
+}
+
+/// One client's attempts within the last minute.
+#[derive(Default)]
+struct AttemptWindow {
+    times: std::collections::VecDeque<i64>,
+    /// A refusal was already reported (audited) in this window.
+    refusal_noted: bool,
+}
+
+/// Addresses tracked before idle ones are dropped.
+const RATE_LIMIT_ADDRESSES: usize = 10_000;
+const RATE_WINDOW_MS: i64 = 60_000;
+
+impl LoginRateLimit {
+    /// Counts an attempt from `ip` at `now_ms`. Refused: `Err((seconds until an attempt
+    /// is allowed again, whether this is the first refusal in a row))`; refusals are not
+    /// counted as attempts.
+    pub fn check(&self, ip: IpAddr, now_ms: i64, per_minute: u32) -> Result<(), (u64, bool)> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if clients.len() >= RATE_LIMIT_ADDRESSES {
+            clients.retain(|_, w| {
+                w.times
+                    .back()
+                    .is_some_and(|t| now_ms.saturating_sub(*t) < RATE_WINDOW_MS)
+            });
+        }
+        let w = clients.entry(ip).or_default();
+        while w
+            .times
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) >= RATE_WINDOW_MS)
+        {
+            w.times.pop_front();
+        }
+        if w.times.len() >= per_minute as usize {
+            let oldest = w.times.front().copied().unwrap_or(now_ms);
+            let wait_ms = (oldest + RATE_WINDOW_MS - now_ms).max(1000);
+            let first = !w.refusal_noted;
+            w.refusal_noted = true;
+            return Err(((wait_ms as u64).div_ceil(1000), first));
+        }
+        w.refusal_noted = false;
+        w.times.push_back(now_ms);
+        Ok(())
+    }
 }
 
 /// Checks an `Authorization` header's API token. Answered from memory unless the
@@ -159,6 +287,7 @@ fn bearer(state: &AppState, value: &HeaderValue) -> Result<Principal, ApiError> 
         .lookup_api_token(token)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::unauthorized("API token is not valid (unknown or revoked)"))?;
+    state.used_token(record.id);
     Ok(Principal {
         name: record
             .owner
@@ -183,7 +312,11 @@ pub(crate) async fn enforce(
         Access::Api(role) => (role, false),
         Access::Page(role) => (role, true),
     };
-    let who = match identify(&state, req.headers()).await {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let who = match identify(&state, req.headers(), peer).await {
         Ok(Some(p)) => p,
         Ok(None) if page => return login_redirect(req.uri()),
         Ok(None) => {

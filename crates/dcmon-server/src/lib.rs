@@ -15,6 +15,7 @@
 //! - [`poller`]: polls the inventory's BMCs over RMCP+ into the tsdb and the events.
 //! - [`events`]: things that happened once (SEL entries), stored once each.
 //! - [`secrets`]: secrets at rest, sealed with the installation's key.
+//! - [`totp`]: TOTP codes, enrolment QR codes and recovery codes (pure).
 //! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
 //! - [`Server`]: starts all of it.
 
@@ -33,6 +34,7 @@ pub mod poller;
 pub mod secrets;
 pub mod state;
 pub mod tls;
+pub mod totp;
 pub mod web;
 
 use anyhow::{Context, Result};
@@ -181,6 +183,14 @@ fn spawn_housekeeping(state: AppState) {
         loop {
             tick.tick().await;
             let now = state.clock.now_ms();
+            let db = state.control.clone();
+            let policy = accounts::SessionPolicy::from_config(&state.config().auth);
+            match tokio::task::spawn_blocking(move || db.purge_sessions(policy, now)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(sessions = n, "expired sessions removed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "removing expired sessions"),
+                Err(e) => tracing::warn!(error = %e, "session purge task"),
+            }
             let tsdb = state.tsdb.clone();
             match tokio::task::spawn_blocking(move || tsdb.housekeeping(now)).await {
                 Ok(Ok(r)) => tracing::info!(

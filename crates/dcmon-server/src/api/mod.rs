@@ -9,6 +9,8 @@
 
 mod account;
 mod agent;
+mod agents;
+mod audit;
 mod bmcs;
 mod commands;
 mod events;
@@ -184,6 +186,18 @@ fn api_routes() -> Vec<Route> {
         Route::post("/api/session", Public, account::login),
         Route::delete("/api/session", Api(Viewer), account::logout),
         Route::get("/api/me", Api(Viewer), account::me),
+        Route::post("/api/me/password", Api(Viewer), account::change_password),
+        Route::post("/api/me/totp", Api(Viewer), account::begin_totp),
+        Route::post("/api/me/totp/confirm", Api(Viewer), account::confirm_totp),
+        Route::delete("/api/me/totp", Api(Viewer), account::disable_totp),
+        Route::get("/api/users", Api(Admin), account::list_users),
+        Route::post("/api/users", Api(Admin), account::create_user),
+        Route::put("/api/users/{name}", Api(Admin), account::update_user),
+        Route::delete("/api/users/{name}", Api(Admin), account::remove_user),
+        Route::get("/api/tokens", Api(Viewer), account::list_tokens),
+        Route::post("/api/tokens", Api(Viewer), account::create_token),
+        Route::delete("/api/tokens/{id}", Api(Viewer), account::revoke_token),
+        Route::get("/api/audit", Api(Admin), audit::list),
         // Commands.
         Route::get("/api/commands", Api(Viewer), commands::list),
         Route::post("/api/commands", Api(Operator), commands::create),
@@ -205,7 +219,14 @@ fn api_routes() -> Vec<Route> {
         Route::post("/api/v1/write", Api(Operator), remote_write::write),
         Route::get("/api/v1/status/buildinfo", Api(Viewer), prom::buildinfo),
         // Fleet.
-        Route::get("/api/agents", Api(Viewer), agents_list),
+        Route::get("/api/agents", Api(Viewer), agents::list),
+        Route::post("/api/agents/{id}/approve", Api(Operator), agents::approve),
+        Route::post("/api/agents/{id}/revoke", Api(Operator), agents::revoke),
+        Route::post(
+            "/api/enroll-tokens",
+            Api(Operator),
+            agents::create_enroll_token,
+        ),
         Route::get("/api/events", Api(Viewer), events::list),
         Route::get("/api/stats", Api(Viewer), stats),
         // BMCs and fans.
@@ -271,12 +292,6 @@ async fn healthz() -> Json<serde_json::Value> {
 
 async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
-}
-
-async fn agents_list(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
-    let db = state.control.clone();
-    let agents = run_blocking(move || db.list_agents(), ApiError::internal).await?;
-    Ok(Json(serde_json::json!({ "agents": agents })))
 }
 
 async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {

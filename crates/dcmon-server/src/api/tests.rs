@@ -115,7 +115,11 @@ impl Harness {
         b.body(Body::from(sent_body.to_vec())).unwrap()
     }
 
-    async fn register(&mut self, machine: &str, hostname: &str) -> (StatusCode, Value, SigningKey) {
+    pub(super) async fn register(
+        &mut self,
+        machine: &str,
+        hostname: &str,
+    ) -> (StatusCode, Value, SigningKey) {
         let token = self
             .state
             .control
