@@ -1,5 +1,5 @@
-//! In-process tests of the router: authentication, authorisation and every way an
-//! agent request is refused.
+//! In-process tests of the router: every way an agent request is refused, and the
+//! handlers' behaviour (users' authentication and authorisation are in `tests_auth`).
 
 use super::app;
 use crate::auth::Role;
@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tower::ServiceExt;
 
-const T0: i64 = 1_800_000_000_000;
+pub(super) const T0: i64 = 1_800_000_000_000;
 
-struct TestClock(AtomicI64);
+pub(super) struct TestClock(pub(super) AtomicI64);
 
 impl Clock for TestClock {
     fn now_ms(&self) -> i64 {
@@ -41,10 +41,10 @@ impl Clock for TestClock {
     }
 }
 
-struct Harness {
+pub(super) struct Harness {
     _dir: tempfile::TempDir,
-    state: AppState,
-    clock: Arc<TestClock>,
+    pub(super) state: AppState,
+    pub(super) clock: Arc<TestClock>,
     nonce: u64,
 }
 
@@ -54,7 +54,7 @@ struct TestAgent {
 }
 
 impl Harness {
-    fn new(approval: Approval) -> Self {
+    pub(super) fn new(approval: Approval) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig {
             data_dir: dir.path().to_owned(),
@@ -76,7 +76,7 @@ impl Harness {
         }
     }
 
-    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+    pub(super) async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
         let router = app(self.state.clone())
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         let resp = router.oneshot(req).await.unwrap();
@@ -115,7 +115,11 @@ impl Harness {
         b.body(Body::from(sent_body.to_vec())).unwrap()
     }
 
-    async fn register(&mut self, machine: &str, hostname: &str) -> (StatusCode, Value, SigningKey) {
+    pub(super) async fn register(
+        &mut self,
+        machine: &str,
+        hostname: &str,
+    ) -> (StatusCode, Value, SigningKey) {
         let token = self
             .state
             .control
@@ -151,7 +155,7 @@ impl Harness {
         self.send(req).await
     }
 
-    fn token(&self, role: Role) -> String {
+    pub(super) fn token(&self, role: Role) -> String {
         self.state
             .control
             .create_api_token("t", role, "test")
