@@ -997,6 +997,15 @@ mod tests {
             None,
             "idle too long"
         );
+        // Housekeeping removes sessions nobody presents again; fresh ones stay.
+        let stale = db.create_session("ann", NOW, None).unwrap();
+        let fresh = db
+            .create_session("ann", NOW + SESSIONS.max_ms, None)
+            .unwrap();
+        let later = NOW + SESSIONS.max_ms + 1;
+        assert_eq!(db.purge_sessions(SESSIONS, later).unwrap(), 1);
+        assert_eq!(db.session(&stale.id, SESSIONS, NOW).unwrap(), None);
+        assert!(db.session(&fresh.id, SESSIONS, later).unwrap().is_some());
         let s3 = db.create_session("ann", NOW, None).unwrap();
         assert!(db.end_session(&s3.id, None).unwrap());
         assert!(!db.end_session(&s3.id, None).unwrap());
