@@ -1,5 +1,5 @@
 //! Who is calling: users (API tokens, session cookies, trusted proxy headers) with
-//! roles, enforced per route by [`enforce`]; and agents' signed requests.
+//! roles, enforced per route by `enforce`; and agents' signed requests.
 
 use crate::api::{Access, ApiError};
 use crate::control::AgentRecord;
