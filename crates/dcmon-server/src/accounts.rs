@@ -459,6 +459,18 @@ impl ControlDb {
         Ok(())
     }
 
+    /// The stored Argon2id hash of the user's password.
+    fn password_hash(&self, name: &str) -> Result<String> {
+        self.conn()
+            .query_row(
+                "SELECT password_hash FROM users WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
+            .optional()?
+            .ok_or_else(|| AccountError::NotFound(name.to_owned()))
+    }
+
     /// The user's own password change: needs the current password; ends the user's
     /// other sessions (`keep_session` is the one making the change).
     pub fn change_password(
@@ -470,15 +482,7 @@ impl ControlDb {
         remote: Option<&str>,
     ) -> Result<()> {
         check_password(new)?;
-        let hash: String = self
-            .conn()
-            .query_row(
-                "SELECT password_hash FROM users WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| AccountError::NotFound(name.to_owned()))?;
+        let hash = self.password_hash(name)?;
         if !verify_password(&hash, current) {
             self.audit(
                 name,
@@ -778,15 +782,7 @@ impl ControlDb {
 
     /// Turns TOTP off for the user, who proves it is them with the password.
     pub fn disable_totp(&self, name: &str, password: &str, remote: Option<&str>) -> Result<()> {
-        let hash: String = self
-            .conn()
-            .query_row(
-                "SELECT password_hash FROM users WHERE name = ?1",
-                params![name],
-                |r| r.get(0),
-            )
-            .optional()?
-            .ok_or_else(|| AccountError::NotFound(name.to_owned()))?;
+        let hash = self.password_hash(name)?;
         if !verify_password(&hash, password) {
             self.audit(name, "totp.disable_failed", name, "wrong password", remote)?;
             return Err(AccountError::WrongPassword);
