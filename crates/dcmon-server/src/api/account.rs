@@ -1,7 +1,7 @@
 //! Accounts over HTTP: sign-in and sign-out (`/api/session`), the caller's own account
 //! (`/api/me`: password, TOTP), users (admin) and API tokens.
 
-use super::{ApiError, run_blocking};
+use super::{ApiError, ClientAddr, run_blocking};
 use crate::accounts::{
     AccountError, LockoutPolicy, LoginAttempt, LoginOutcome, UserChange, UserRecord,
 };
@@ -29,11 +29,6 @@ pub(super) fn json_body<T: serde::de::DeserializeOwned>(
 pub(super) fn rfc3339(ms: i64) -> String {
     let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0).unsigned_abs());
     humantime::format_rfc3339_seconds(t).to_string()
-}
-
-/// The client's address as the audit log records it.
-pub(super) fn remote(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> String {
-    auth::client_ip(state, peer, headers).to_string()
 }
 
 fn parse_role(field: &str, text: &str) -> Result<Role, ApiError> {
@@ -195,13 +190,12 @@ pub(super) async fn login(
 /// `DELETE /api/session`: signs out (ends the session of the cookie sent).
 pub(super) async fn logout(
     State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     if let Some(id) = auth::session_id(&headers) {
         let id = id.to_owned();
         let db = state.control.clone();
-        let remote = remote(&state, peer, &headers);
         run_blocking(move || db.end_session(&id, Some(&remote)), account_error).await?;
     }
     Ok((
@@ -238,7 +232,7 @@ struct PasswordBody {
 pub(super) async fn change_password(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
@@ -247,7 +241,6 @@ pub(super) async fn change_password(
     let keep = (who.via == Via::Session)
         .then(|| auth::session_id(&headers).map(str::to_owned))
         .flatten();
-    let remote = remote(&state, peer, &headers);
     let db = state.control.clone();
     run_blocking(
         move || db.change_password(&name, &b.current, &b.new, keep.as_deref(), Some(&remote)),
@@ -284,14 +277,12 @@ struct CodeBody {
 pub(super) async fn confirm_totp(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddr(remote): ClientAddr,
     body: Bytes,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let b: CodeBody = json_body(&body, r#"{"code": "123456"}"#)?;
     let name = own_user(&who)?;
     let data_dir = state.config().data_dir.clone();
-    let remote = remote(&state, peer, &headers);
     let now = state.clock.now_ms();
     let db = state.control.clone();
     let codes = run_blocking(
@@ -320,13 +311,11 @@ struct PasswordOnlyBody {
 pub(super) async fn disable_totp(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddr(remote): ClientAddr,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
     let b: PasswordOnlyBody = json_body(&body, r#"{"password": P}"#)?;
     let name = own_user(&who)?;
-    let remote = remote(&state, peer, &headers);
     let db = state.control.clone();
     run_blocking(
         move || db.disable_totp(&name, &b.password, Some(&remote)),
@@ -357,8 +346,7 @@ struct NewUserBody {
 pub(super) async fn create_user(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddr(remote): ClientAddr,
     body: Bytes,
 ) -> Result<(StatusCode, Json<UserRecord>), ApiError> {
     let b: NewUserBody = json_body(
@@ -366,7 +354,6 @@ pub(super) async fn create_user(
         r#"{"name": N, "role": "viewer|operator|admin", "password": P}"#,
     )?;
     let role = parse_role("role", &b.role)?;
-    let remote = remote(&state, peer, &headers);
     let now = state.clock.now_ms();
     let db = state.control.clone();
     let user = run_blocking(
@@ -390,9 +377,8 @@ struct UserChangeBody {
 pub(super) async fn update_user(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     Path(name): Path<String>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<UserRecord>, ApiError> {
     let b: UserChangeBody = json_body(
@@ -408,7 +394,6 @@ pub(super) async fn update_user(
         password: b.password,
         unlock: b.unlock,
     };
-    let remote = remote(&state, peer, &headers);
     let db = state.control.clone();
     let user = run_blocking(
         move || db.update_user(&name, &change, &who.name, Some(&remote)),
@@ -422,11 +407,9 @@ pub(super) async fn update_user(
 pub(super) async fn remove_user(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let remote = remote(&state, peer, &headers);
     let db = state.control.clone();
     run_blocking(
         move || db.remove_user(&name, &who.name, Some(&remote)),
@@ -473,8 +456,7 @@ struct NewTokenBody {
 pub(super) async fn create_token(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddr(remote): ClientAddr,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let b: NewTokenBody = json_body(&body, r#"{"name": N, "role": "viewer|operator|admin"}"#)?;
@@ -496,7 +478,6 @@ pub(super) async fn create_token(
             ),
         ));
     }
-    let remote = remote(&state, peer, &headers);
     let db = state.control.clone();
     let (id, token) = run_blocking(
         move || db.issue_api_token(&name, role, &who.name, Some(&remote)),
@@ -513,11 +494,9 @@ pub(super) async fn create_token(
 pub(super) async fn revoke_token(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     Path(id): Path<i64>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let remote = remote(&state, peer, &headers);
     let db = state.control.clone();
     let revoked = run_blocking(
         move || {

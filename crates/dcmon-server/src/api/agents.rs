@@ -1,17 +1,16 @@
 //! Agents seen from the API: list (viewer), approve and revoke, enrollment tokens
 //! (operator). Changes are audited with the caller and its address.
 
-use super::account::{json_body, remote};
-use super::{ApiError, run_blocking};
+use super::account::json_body;
+use super::{ApiError, ClientAddr, run_blocking};
 use crate::auth::Principal;
 use crate::state::AppState;
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
 use axum::{Extension, Json};
 use dcmon_wire::api::AgentStatus;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::time::Duration;
 
 /// Longest validity of an enrollment token made over the API.
@@ -29,12 +28,10 @@ pub(super) async fn list(
 async fn set_status(
     state: &AppState,
     who: Principal,
-    peer: SocketAddr,
-    headers: &HeaderMap,
+    remote: String,
     agent: String,
     status: AgentStatus,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    let remote = remote(state, peer, headers);
     let db = state.control.clone();
     let record = run_blocking(
         move || db.set_agent_status_from(&agent, status, &who.name, Some(&remote)),
@@ -48,22 +45,20 @@ async fn set_status(
 pub(super) async fn approve(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    set_status(&state, who, peer, &headers, id, AgentStatus::Approved).await
+    set_status(&state, who, remote, id, AgentStatus::Approved).await
 }
 
 /// `POST /api/agents/{id}/revoke` (operator): refuses the agent from its next request.
 pub(super) async fn revoke(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    ClientAddr(remote): ClientAddr,
     Path(id): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    set_status(&state, who, peer, &headers, id, AgentStatus::Revoked).await
+    set_status(&state, who, remote, id, AgentStatus::Revoked).await
 }
 
 #[derive(serde::Deserialize)]
@@ -77,8 +72,7 @@ struct EnrollBody {
 pub(super) async fn create_enroll_token(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
+    ClientAddr(remote): ClientAddr,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let b: EnrollBody = json_body(&body, r#"{"uses": 1, "ttl_s": 3600}"#)?;
@@ -90,7 +84,6 @@ pub(super) async fn create_enroll_token(
             "ttl_s: must be between 60 and {MAX_ENROLL_TTL_S} (30 days)"
         )));
     }
-    let remote = remote(&state, peer, &headers);
     let db = state.control.clone();
     let (token, expires_ms) = run_blocking(
         move || {

@@ -265,6 +265,28 @@ pub(crate) fn router_from(state: AppState, table: Vec<Route>) -> Router {
         .with_state(state)
 }
 
+/// The caller's address, as audit entries record it: the TCP peer, or the client a
+/// trusted reverse proxy names (see `auth::client_ip`).
+pub(crate) struct ClientAddr(pub String);
+
+impl axum::extract::FromRequestParts<AppState> for ClientAddr {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &AppState,
+    ) -> Result<Self, ApiError> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            .map(|c| c.0)
+            .ok_or_else(|| ApiError::internal("the server runs without peer addresses"))?;
+        Ok(Self(
+            crate::auth::client_ip(state, peer, &parts.headers).to_string(),
+        ))
+    }
+}
+
 /// Runs store work on the blocking pool (never on the async executor) and turns its
 /// error into an answer with `to_answer`; a panicked task is an internal error.
 pub(crate) async fn run_blocking<T, E>(
