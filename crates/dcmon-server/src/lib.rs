@@ -12,6 +12,7 @@
 //! - [`events`]: things that happened once (SEL entries), stored once each.
 //! - [`secrets`]: secrets at rest, sealed with the installation's key.
 //! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
+//! - [`web`]: the web UI (page templates, embedded CSS, JS and uPlot).
 //! - [`Server`]: starts all of it.
 
 pub mod api;
@@ -28,6 +29,7 @@ pub mod poller;
 pub mod secrets;
 pub mod state;
 pub mod tls;
+pub mod web;
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;

@@ -1,0 +1,110 @@
+use super::layout::PageUser;
+use super::pages;
+use crate::auth::Role;
+
+fn user(role: Role) -> PageUser<'static> {
+    PageUser {
+        name: "alice",
+        role,
+        csrf: "tok-123",
+    }
+}
+
+/// Every page as each role sees it.
+fn every_page(role: Role) -> Vec<(&'static str, String)> {
+    let u = user(role);
+    vec![
+        ("fleet", pages::fleet(&u).into_string()),
+        ("machine", pages::machine(&u, "gpu01").into_string()),
+        (
+            "agents",
+            pages::agents(&u, "https://dc:8443", "SHA256:abc").into_string(),
+        ),
+        ("users", pages::users(&u).into_string()),
+        ("tokens", pages::tokens(&u).into_string()),
+        ("audit", pages::audit(&u).into_string()),
+        (
+            "settings",
+            pages::settings(&u, "listen: 0.0.0.0:8443").into_string(),
+        ),
+    ]
+}
+
+#[test]
+fn navigation_shows_only_what_the_role_may_open() {
+    let check = |role: Role, shown: &[&str], hidden: &[&str]| {
+        for (name, html) in every_page(role) {
+            for href in shown {
+                assert!(
+                    html.contains(&format!("href=\"{href}\"")),
+                    "{role:?} {name}: {href} missing"
+                );
+            }
+            for href in hidden {
+                assert!(
+                    !html.contains(&format!("href=\"{href}\"")),
+                    "{role:?} {name}: {href} shown"
+                );
+            }
+        }
+    };
+    check(
+        Role::Viewer,
+        &["/", "/agents", "/tokens", "/settings"],
+        &["/users", "/audit"],
+    );
+    check(
+        Role::Operator,
+        &["/", "/agents", "/tokens", "/settings"],
+        &["/users", "/audit"],
+    );
+    check(
+        Role::Admin,
+        &["/", "/agents", "/users", "/tokens", "/audit", "/settings"],
+        &[],
+    );
+}
+
+#[test]
+fn every_page_carries_the_csrf_token_user_and_logout() {
+    for (name, html) in every_page(Role::Viewer) {
+        assert!(
+            html.contains(r#"<meta name="csrf-token" content="tok-123">"#),
+            "{name}"
+        );
+        assert!(html.contains("alice"), "{name}");
+        assert!(html.contains(r#"id="logout""#), "{name}");
+        assert!(html.starts_with("<!DOCTYPE html>"), "{name}");
+        assert!(
+            !html.contains("http://") && !html.contains("cdn"),
+            "{name}: external resource"
+        );
+    }
+}
+
+#[test]
+fn write_controls_only_for_roles_that_may_use_them() {
+    let machine = |r| pages::machine(&user(r), "gpu01").into_string();
+    assert!(!machine(Role::Viewer).contains("command-form"));
+    assert!(machine(Role::Operator).contains("command-form"));
+    let agents = |r| pages::agents(&user(r), "https://dc:8443", "SHA256:abc").into_string();
+    assert!(!agents(Role::Viewer).contains("enroll-form"));
+    assert!(agents(Role::Operator).contains("enroll-form"));
+    // A token can be created up to the creator's own role.
+    let tokens = pages::tokens(&user(Role::Operator)).into_string();
+    assert!(tokens.contains(r#"value="operator""#) && !tokens.contains(r#"value="admin""#));
+}
+
+#[test]
+fn data_from_outside_is_escaped() {
+    let html = pages::machine(&user(Role::Viewer), "<script>x</script>\"").into_string();
+    assert!(!html.contains("<script>x"), "{html}");
+    assert!(html.contains("&lt;script&gt;x&lt;/script&gt;&quot;"));
+}
+
+#[test]
+fn login_page_has_both_steps_and_no_session_data() {
+    let html = pages::login().into_string();
+    assert!(html.contains(r#"id="login-form""#) && html.contains(r#"id="totp-step""#));
+    assert!(!html.contains("csrf-token") && !html.contains("logout"));
+}
