@@ -70,6 +70,8 @@ pub(super) fn head(title: &str, csrf: Option<&str>, charts: bool) -> Markup {
         meta charset="utf-8";
         meta name="viewport" content="width=device-width, initial-scale=1";
         meta name="color-scheme" content="dark";
+        // No icon file: an empty one spares every page a 404.
+        link rel="icon" href="data:,";
         @if let Some(token) = csrf {
             meta name="csrf-token" content=(token);
         }

@@ -327,6 +327,8 @@ pub fn settings(user: &PageUser<'_>, server_settings: &str) -> Markup {
             section.panel {
                 h2 { "Password" }
                 form #password-form .stack {
+                    // For password managers: which account the new password belongs to.
+                    input name="username" autocomplete="username" value=(user.name) hidden;
                     label { "Current password" input name="current" type="password" required autocomplete="current-password"; }
                     label { "New password (12 or more characters)" input name="new" type="password" minlength="12" required autocomplete="new-password"; }
                     label { "New password again" input name="repeat" type="password" minlength="12" required autocomplete="new-password"; }

@@ -2,13 +2,20 @@
 // are in the DOM, so 10,000 machines scroll as smoothly as 10), fed by `/api/fleet` and
 // patched in place by the `/api/fleet/stream` server-sent events.
 
-import { api, ApiError, flash, h, fmtAgo, fmtValue } from './api.js';
+import { api, ApiError, flash, h, fmtAgo } from './api.js';
 
 const ROW_H = 28;
 /** Rows rendered above and below the visible ones, so fast scrolling shows no gaps. */
 const OVERSCAN = 10;
 const STATUS_ORDER = { online: 0, stale: 1, offline: 2 };
 const RANGES = ['1h', '6h', '24h', '7d'];
+
+/** A cell's text: the unit is in the header, except for watts (the header says Power). */
+function cellText(v, unit) {
+  if (v === null || v === undefined) return '-';
+  if (unit === 'watts') return `${v.toFixed(0)} W`;
+  return v.toFixed(1);
+}
 
 /** Colour class of a value under its column's thresholds `[t0, t1, t2]`. */
 export function colourClass(v, t) {
@@ -201,7 +208,7 @@ class FleetTable {
       const cell = el.children[c + 2];
       const v = r.v[c];
       const col = this.columns[c];
-      const text = fmtValue(v, col.unit);
+      const text = cellText(v, col.unit);
       if (cell.textContent !== text) cell.textContent = text;
       const cls = `num ${colourClass(v, this.thresholds[col.key])}`;
       if (cell.className !== cls) cell.className = cls;
