@@ -319,8 +319,9 @@ pub fn audit(user: &PageUser<'_>) -> Markup {
     page(user, "/audit", "Audit log", "js/audit.js", false, main)
 }
 
-/// `/settings`: the user's password and two-factor; the server's settings, read only.
-pub fn settings(user: &PageUser<'_>, server_settings: &str) -> Markup {
+/// `/settings`: the user's password and two-factor; the server's settings (name, value),
+/// read only.
+pub fn settings(user: &PageUser<'_>, server_settings: &[(&str, String)]) -> Markup {
     let main = html! {
         main #main .main {
             h1 { "Settings" }
@@ -342,7 +343,12 @@ pub fn settings(user: &PageUser<'_>, server_settings: &str) -> Markup {
             section.panel {
                 h2 { "Server settings" }
                 p.dim { "Read only: they are changed in the server's configuration file (reloaded on SIGHUP)." }
-                pre.mono #server-settings { (server_settings) }
+                dl.kv #server-settings {
+                    @for (name, value) in server_settings {
+                        dt { code { (name) } }
+                        dd { (value) }
+                    }
+                }
             }
         }
     };

@@ -25,7 +25,7 @@ fn every_page(role: Role) -> Vec<(&'static str, String)> {
         ("audit", pages::audit(&u).into_string()),
         (
             "settings",
-            pages::settings(&u, "listen: 0.0.0.0:8443").into_string(),
+            pages::settings(&u, &[("listen", "0.0.0.0:8443".to_owned())]).into_string(),
         ),
     ]
 }

@@ -50,6 +50,7 @@ export class Chart {
     this.spec = spec;
     this.ctl = ctl;
     this.plot = null;
+    this.range = null;
     this.panel = h('section', { class: 'panel chart-panel' }, h('h2', {}, spec.title));
     this.area = h('div', { class: 'chart' });
     this.panel.append(this.area);
@@ -91,6 +92,7 @@ export class Chart {
       }
     }
     this.draw(series, data, start, end);
+    this.range = [start, end];
   }
 
   draw(series, data, start, end) {
@@ -108,8 +110,8 @@ export class Chart {
     const opts = {
       ...this.size(),
       series,
-      scales: { x: { time: true, min: start, max: end } },
-      axes: [axis, { ...axis, size: 56, values: (u, ticks) => ticks.map((v) => shortValue(v, unit)) }],
+      scales: { x: { time: true, range: () => [start, end] } },
+      axes: [axis, { ...axis, size: 70, values: (u, ticks) => ticks.map((v) => shortValue(v, unit)) }],
       legend: { live: true },
       cursor: {
         drag: { x: true, y: false, setScale: false },
@@ -134,9 +136,9 @@ export class Chart {
     this.plot = new uPlot(opts, data, this.area);
   }
 
-  /** The drawn x range (unix seconds), for tests and the range label. */
+  /** The x range (unix seconds) last asked for; drawn as is, or empty without data. */
   xRange() {
-    return this.plot ? [this.plot.scales.x.min, this.plot.scales.x.max] : null;
+    return this.range;
   }
 
   remove() {
