@@ -338,7 +338,7 @@ pub(crate) async fn enforce(
             who.role.as_str()
         );
         return if page {
-            forbidden_page(&message)
+            crate::web::forbidden_page(&who, &message)
         } else {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
         };
@@ -370,21 +370,6 @@ fn login_redirect(uri: &axum::http::Uri) -> Response {
     (
         StatusCode::SEE_OTHER,
         [(header::LOCATION, format!("/login?next={next}"))],
-    )
-        .into_response()
-}
-
-fn forbidden_page(message: &str) -> Response {
-    let escaped = message
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    (
-        StatusCode::FORBIDDEN,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Forbidden - dcmon</title></head><body><h1>Forbidden</h1><p>{escaped}</p><p><a href=\"/\">Back to the fleet</a></p></body></html>"
-        ),
     )
         .into_response()
 }

@@ -63,6 +63,13 @@ fn html(markup: Markup) -> Response {
     resp
 }
 
+/// The 403 page of `Access::Page` routes (answered by `auth::enforce` before the handler).
+pub fn forbidden_page(who: &Principal, message: &str) -> Response {
+    let mut resp = html(pages::forbidden(&user(who), message));
+    *resp.status_mut() = axum::http::StatusCode::FORBIDDEN;
+    resp
+}
+
 async fn login() -> Response {
     html(pages::login())
 }

@@ -354,3 +354,16 @@ pub fn settings(user: &PageUser<'_>, server_settings: &[(&str, String)]) -> Mark
     };
     page(user, "/settings", "Settings", "js/settings.js", false, main)
 }
+
+/// The answer to a page the user's role may not open: the same frame and navigation, so
+/// the user can go where they may.
+pub fn forbidden(user: &PageUser<'_>, message: &str) -> Markup {
+    let main = html! {
+        main #main .main {
+            h1 { "Forbidden" }
+            div.alert role="alert" { (message) }
+            p { a href="/" { "Back to the fleet" } }
+        }
+    };
+    page(user, "", "Forbidden", "js/api.js", false, main)
+}

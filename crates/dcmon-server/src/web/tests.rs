@@ -108,3 +108,10 @@ fn login_page_has_both_steps_and_no_session_data() {
     assert!(html.contains(r#"id="login-form""#) && html.contains(r#"id="totp-step""#));
     assert!(!html.contains("csrf-token") && !html.contains("logout"));
 }
+
+#[test]
+fn forbidden_page_keeps_the_navigation_of_the_role() {
+    let html = pages::forbidden(&user(Role::Viewer), "this needs role admin").into_string();
+    assert!(html.contains("this needs role admin") && html.contains("href=\"/agents\""));
+    assert!(!html.contains("href=\"/users\""));
+}

@@ -68,13 +68,15 @@ export class Chart {
   /** Queries and draws `[start, end]` (unix seconds). */
   async load(start, end) {
     const step = stepFor(start, end, this.size().width);
+    // The grid ends exactly at `end`, so the newest samples are always drawn.
+    const first = end - Math.floor((end - start) / step) * step;
     const w = rateWindow(step);
     const results = await Promise.all(this.spec.queries.map((q) => {
-      const params = new URLSearchParams({ query: q.expr(w), start: String(start), end: String(end), step: String(step) });
+      const params = new URLSearchParams({ query: q.expr(w), start: String(first), end: String(end), step: String(step) });
       return api('GET', `/api/v1/query_range?${params}`).then((r) => ({ q, series: r.data.result }));
     }));
     const xs = [];
-    for (let t = start; t <= end; t += step) xs.push(t);
+    for (let t = first; t <= end; t += step) xs.push(t);
     const data = [xs];
     const series = [{}];
     for (const { q, series: list } of results) {
