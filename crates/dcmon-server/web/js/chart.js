@@ -29,7 +29,8 @@ function shortValue(v, unit) {
   const a = Math.abs(v);
   if (a >= 1e9) return `${(v / 1e9).toFixed(1)}G`;
   if (a >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
-  if (a >= 1e4) return `${(v / 1e3).toFixed(0)}k`;
+  if (a >= 1e5) return `${(v / 1e3).toFixed(0)}k`;
+  if (a >= 1e4) return `${(v / 1e3).toFixed(1)}k`;
   return Number.isInteger(v) ? String(v) : v.toFixed(a < 10 ? 1 : 0);
 }
 
