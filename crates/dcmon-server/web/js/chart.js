@@ -5,6 +5,8 @@
 import { api, fmtValue, h } from './api.js';
 
 const PALETTE = ['#73bf69', '#fade2a', '#5794f2', '#ff9830', '#f2495c', '#b877d9', '#8ab8ff', '#37872d', '#e0b400', '#1f60c4', '#c4162a', '#8f3bb8'];
+/** Tick distances for byte axes: powers of two, so ticks fall on 16 MiB, not 19.1 MiB. */
+const BINARY_INCRS = Array.from({ length: 60 }, (_, i) => 2 ** i);
 /** About one point per this many pixels of plot width. */
 const PX_PER_POINT = 3;
 
@@ -23,15 +25,20 @@ export function rateWindow(step) {
   return `${Math.max(60, step * 4)}s`;
 }
 
-function shortValue(v, unit) {
+/** An axis label: as many decimals as the distance between ticks (`incr`) needs. */
+function shortValue(v, unit, incr) {
   if (v === null || v === undefined) return '';
   if (unit === 'bytes' || unit === 'bytes_per_second') return fmtValue(v, unit).replace('/s', '');
   const a = Math.abs(v);
-  if (a >= 1e9) return `${(v / 1e9).toFixed(1)}G`;
-  if (a >= 1e6) return `${(v / 1e6).toFixed(1)}M`;
-  if (a >= 1e5) return `${(v / 1e3).toFixed(0)}k`;
-  if (a >= 1e4) return `${(v / 1e3).toFixed(1)}k`;
-  return Number.isInteger(v) ? String(v) : v.toFixed(a < 10 ? 1 : 0);
+  const digits = (step) => {
+    let d = 0;
+    while (d < 3 && Math.abs(step * 10 ** d - Math.round(step * 10 ** d)) > 1e-6 * 10 ** d) d += 1;
+    return d;
+  };
+  if (a >= 1e9) return `${(v / 1e9).toFixed(digits(incr / 1e9))}G`;
+  if (a >= 1e6) return `${(v / 1e6).toFixed(digits(incr / 1e6))}M`;
+  if (a >= 1e4) return `${(v / 1e3).toFixed(digits(incr / 1e3))}k`;
+  return v.toFixed(digits(incr));
 }
 
 /** Legend name of a series: its labels without the machine's own. */
@@ -83,14 +90,17 @@ export class Chart {
     for (const { q, series: list } of results) {
       for (const s of list) {
         const byTime = new Map(s.values.map(([t, v]) => [Math.round(t), Number(v)]));
-        data.push(xs.map((t) => (byTime.has(t) ? byTime.get(t) : null)));
+        const values = xs.map((t) => (byTime.has(t) ? byTime.get(t) : null));
+        data.push(values);
+        const last = values.findLast((v) => v !== null);
         const color = PALETTE[(series.length - 1) % PALETTE.length];
         series.push({
           label: (q.name || defaultName)(s.metric),
           stroke: color,
           width: 1.5,
           points: { show: false },
-          value: (u, v) => fmtValue(v, this.spec.unit),
+          // Under the cursor its value; otherwise the newest one, as a current reading.
+          value: (u, v, sidx, idx) => fmtValue(idx === null || idx === undefined ? last : v, this.spec.unit),
         });
       }
     }
@@ -114,7 +124,7 @@ export class Chart {
       ...this.size(),
       series,
       scales: { x: { time: true, range: () => [start, end] } },
-      axes: [axis, { ...axis, size: 70, values: (u, ticks) => ticks.map((v) => shortValue(v, unit)) }],
+      axes: [axis, { ...axis, size: 70, incrs: unit === 'bytes' || unit === 'bytes_per_second' ? BINARY_INCRS : undefined, values: (u, ticks) => ticks.map((v) => shortValue(v, unit, ticks.length > 1 ? Math.abs(ticks[1] - ticks[0]) : Math.abs(v))) }],
       legend: { live: true },
       cursor: {
         drag: { x: true, y: false, setScale: false },

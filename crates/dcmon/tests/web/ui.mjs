@@ -124,6 +124,9 @@ await step('fleet', async () => {
   check(status.includes('online'), `status dot ${status}`);
   const cpu = await admin.locator(`.fleet-row[data-host="${HOST}"] .num`).nth(1).textContent();
   check(/^\d+(\.\d)?$/.test(cpu), `CPU % cell ${JSON.stringify(cpu)}`);
+  // Live: the stream patches the table without a reload.
+  const version = await admin.evaluate(() => window.dcmon.fleet.version);
+  await admin.waitForFunction((v) => window.dcmon.fleet.version > v, version, { timeout: 30000 });
 });
 
 await step('machine', async () => {
@@ -162,6 +165,22 @@ await step('machine-zoom', async () => {
   // Every panel follows the zoom.
   const spans = await admin.evaluate(() => window.dcmon.charts.map((c) => c.xRange()).filter(Boolean).map((r) => r[1] - r[0]));
   check(spans.every((s) => s === span), `panels disagree: ${spans}`);
+});
+
+await step('machine-hover', async () => {
+  // The legend shows the values under the cursor.
+  const over = admin.locator('#charts-system .chart-panel:first-child .u-over');
+  const box = await over.boundingBox();
+  // Over the newest point that has a value.
+  const x = await admin.evaluate(() => {
+    const u = window.dcmon.charts[0].plot;
+    let i = u.data[0].length - 1;
+    while (i > 0 && u.data.slice(1).every((s) => s[i] === null)) i--;
+    return u.valToPos(u.data[0][i], 'x');
+  });
+  await admin.mouse.move(box.x + Math.min(x, box.width - 2), box.y + box.height / 2);
+  await admin.waitForFunction(() => [...document.querySelectorAll('#charts-system .chart-panel:first-child .u-legend .u-value')]
+    .some((v) => /\d/.test(v.textContent) && !/:/.test(v.textContent)));
 });
 
 await step('machine-zoom-reset', async () => {
