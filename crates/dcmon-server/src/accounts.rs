@@ -47,6 +47,9 @@ pub enum AccountError {
     WrongCode,
     #[error("no TOTP enrolment is pending; start one with POST /api/me/totp")]
     NoPendingTotp,
+    /// Replacing a second factor needs the password: turning it off asks for it.
+    #[error("TOTP is already on; turn it off first (DELETE /api/me/totp with your password)")]
+    TotpEnabled,
     #[error(transparent)]
     Secret(#[from] SecretError),
     #[error(transparent)]
@@ -706,6 +709,14 @@ impl ControlDb {
         let sealed = secrets.seal(&totp_purpose(name), secret.as_slice());
         let conn = self.conn();
         let (id, _) = user_id_role(&conn, name)?;
+        let enabled: bool = conn.query_row(
+            "SELECT totp_secret IS NOT NULL FROM users WHERE id = ?1",
+            params![id],
+            |r| r.get(0),
+        )?;
+        if enabled {
+            return Err(AccountError::TotpEnabled);
+        }
         conn.execute(
             "UPDATE users SET totp_pending = ?2 WHERE id = ?1",
             params![id, sealed],
@@ -997,6 +1008,15 @@ mod tests {
             None,
             "idle too long"
         );
+        // Housekeeping removes sessions nobody presents again; fresh ones stay.
+        let stale = db.create_session("ann", NOW, None).unwrap();
+        let fresh = db
+            .create_session("ann", NOW + SESSIONS.max_ms, None)
+            .unwrap();
+        let later = NOW + SESSIONS.max_ms + 1;
+        assert_eq!(db.purge_sessions(SESSIONS, later).unwrap(), 1);
+        assert_eq!(db.session(&stale.id, SESSIONS, NOW).unwrap(), None);
+        assert!(db.session(&fresh.id, SESSIONS, later).unwrap().is_some());
         let s3 = db.create_session("ann", NOW, None).unwrap();
         assert!(db.end_session(&s3.id, None).unwrap());
         assert!(!db.end_session(&s3.id, None).unwrap());
@@ -1093,6 +1113,10 @@ mod tests {
             .unwrap();
         assert_eq!(codes.len(), 10);
         assert!(db.user("ann").unwrap().unwrap().totp_enabled);
+        assert!(matches!(
+            db.begin_totp("ann", &key()),
+            Err(AccountError::TotpEnabled)
+        ));
         assert!(matches!(
             login(&db, attempt("ann", "correct horse"), NOW),
             LoginOutcome::TotpRequired

@@ -1,5 +1,5 @@
 //! Who is calling: users (API tokens, session cookies, trusted proxy headers) with
-//! roles, enforced per route by [`enforce`]; and agents' signed requests.
+//! roles, enforced per route by `enforce`; and agents' signed requests.
 
 use crate::api::{Access, ApiError};
 use crate::control::AgentRecord;
@@ -328,6 +328,9 @@ pub(crate) async fn enforce(
         Err(e) if page && e.status == StatusCode::UNAUTHORIZED => {
             return login_redirect(req.uri());
         }
+        Err(e) if page && e.status == StatusCode::FORBIDDEN => {
+            return crate::web::forbidden_page(None, &e.message);
+        }
         Err(e) => return e.into_response(),
     };
     if who.role < min {
@@ -338,7 +341,7 @@ pub(crate) async fn enforce(
             who.role.as_str()
         );
         return if page {
-            crate::web::forbidden_page(&who, &message)
+            crate::web::forbidden_page(Some(&who), &message)
         } else {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
         };
@@ -574,4 +577,43 @@ fn check_nonce(state: &AppState, who: &str, sig: &sign::SignatureHeaders) -> Res
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_rate_limit_counts_a_minute_per_address_and_reports_the_first_refusal() {
+        let limit = LoginRateLimit::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "2001:db8::1".parse().unwrap();
+        for t in [0, 10_000, 20_000] {
+            assert_eq!(limit.check(a, t, 3), Ok(()));
+        }
+        assert_eq!(limit.check(a, 30_000, 3), Err((30, true)));
+        assert_eq!(limit.check(a, 45_500, 3), Err((15, false)));
+        assert_eq!(limit.check(b, 45_500, 3), Ok(()));
+        // The first attempt has left the window: one more is allowed.
+        assert_eq!(limit.check(a, 60_000, 3), Ok(()));
+        assert_eq!(limit.check(a, 60_001, 3), Err((10, true)));
+    }
+
+    #[test]
+    fn the_session_cookie_is_found_among_others() {
+        let mut h = HeaderMap::new();
+        assert_eq!(session_id(&h), None);
+        h.append(header::COOKIE, HeaderValue::from_static("theme=dark"));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; dcmon_session=abc ; b=2"),
+        );
+        assert_eq!(session_id(&h), Some("abc"));
+        let mut empty = HeaderMap::new();
+        empty.insert(header::COOKIE, HeaderValue::from_static("dcmon_session="));
+        assert_eq!(session_id(&empty), None);
+        assert!(same_secret(b"abc", b"abc"));
+        assert!(!same_secret(b"abc", b"abd"));
+        assert!(!same_secret(b"abc", b"abcd"));
+    }
 }

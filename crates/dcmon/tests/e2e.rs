@@ -6,6 +6,8 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "e2e/accounts.rs"]
+mod accounts;
 #[path = "e2e/agent_live.rs"]
 mod agent_live;
 #[path = "e2e/bmc_poller.rs"]

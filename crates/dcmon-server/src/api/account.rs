@@ -63,6 +63,9 @@ pub(super) fn account_error(e: AccountError) -> ApiError {
         e @ AccountError::NoPendingTotp => {
             ApiError::new(StatusCode::CONFLICT, "no_pending_totp", e.to_string())
         }
+        e @ AccountError::TotpEnabled => {
+            ApiError::new(StatusCode::CONFLICT, "totp_enabled", e.to_string())
+        }
         e @ (AccountError::Secret(_) | AccountError::Store(_)) => ApiError::internal(e),
     }
 }

@@ -246,8 +246,13 @@ fn api_routes() -> Vec<Route> {
 
 /// The whole router, built from [`routes`], each route behind its policy.
 pub fn app(state: AppState) -> Router {
+    router_from(state, routes())
+}
+
+/// A router of `table`, each route behind its policy.
+pub(crate) fn router_from(state: AppState, table: Vec<Route>) -> Router {
     let mut router = Router::new();
-    for route in routes() {
+    for route in table {
         let policy = axum::middleware::from_fn_with_state(
             (state.clone(), route.access),
             crate::auth::enforce,

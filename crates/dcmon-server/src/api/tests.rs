@@ -196,7 +196,7 @@ fn scrape(ts: i64, host_label: &str) -> Scrape {
 }
 
 #[tokio::test]
-async fn healthz_is_the_only_anonymous_route() {
+async fn healthz_answers_anyone_and_reads_need_credentials() {
     let h = Harness::new(Approval::Auto);
     let (s, v) = h
         .send(Request::get("/healthz").body(Body::empty()).unwrap())

@@ -1021,3 +1021,108 @@ async fn the_audit_log_is_searchable_and_paged_newest_first() {
     let resp = send_raw(&h, get("bogus=1")).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
 }
+
+/// Pages (the UI's routes) send strangers to the sign-in page and answer too low a
+/// role with an HTML page; checked on a table of its own so it holds before the UI's
+/// pages exist.
+#[tokio::test]
+async fn pages_redirect_strangers_to_sign_in_and_refuse_low_roles_in_html() {
+    use super::{Route, router_from};
+    use Access::Page;
+    let h = Harness::new(Approval::Auto);
+    let users = users(&h);
+    let table = vec![
+        Route::get("/machines/{host}", Page(Role::Viewer), || async {
+            "machine"
+        }),
+        Route::get("/users", Page(Role::Admin), || async { "users" }),
+        Route::post("/settings", Page(Role::Viewer), || async { "saved" }),
+    ];
+    let send = |req: Request<Body>| {
+        let mut req = req;
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 1))));
+        router_from(h.state.clone(), table_clone(&table)).oneshot(req)
+    };
+    let resp = send(call(
+        Method::GET,
+        "/machines/gpu01?range=1h",
+        &Cred::Anonymous,
+        Value::Null,
+        LOCAL,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        resp.headers()[header::LOCATION],
+        "/login?next=%2Fmachines%2Fgpu01%3Frange%3D1h"
+    );
+    let resp = send(call(
+        Method::GET,
+        "/users",
+        &Cred::Bearer("dcmon_at_forged".into()),
+        Value::Null,
+        LOCAL,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::SEE_OTHER,
+        "a bad token on a page also goes to sign-in"
+    );
+    let viewer = h
+        .state
+        .control
+        .create_session(&users[0].1, T0, None)
+        .unwrap();
+    let cred = Cred::Session(viewer.id.clone(), viewer.csrf.clone());
+    let resp = send(call(Method::GET, "/users", &cred, Value::Null, LOCAL))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert!(
+        resp.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("needs role admin"));
+    let resp = send(call(
+        Method::GET,
+        "/machines/gpu01",
+        &cred,
+        Value::Null,
+        LOCAL,
+    ))
+    .await
+    .unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let resp = send(call(Method::POST, "/settings", &cred, Value::Null, LOCAL))
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.status(),
+        StatusCode::OK,
+        "with the session's CSRF token"
+    );
+    let forged = Cred::Session(viewer.id, "forged".into());
+    let resp = send(call(Method::POST, "/settings", &forged, Value::Null, LOCAL))
+        .await
+        .unwrap();
+    assert_eq!(json_of(resp).await["code"], "csrf");
+}
+
+fn table_clone(table: &[Route]) -> Vec<Route> {
+    table
+        .iter()
+        .map(|r| Route {
+            method: r.method.clone(),
+            path: r.path,
+            access: r.access,
+            handler: r.handler.clone(),
+        })
+        .collect()
+}

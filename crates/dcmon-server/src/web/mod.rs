@@ -63,9 +63,14 @@ fn html(markup: Markup) -> Response {
     resp
 }
 
-/// The 403 page of `Access::Page` routes (answered by `auth::enforce` before the handler).
-pub fn forbidden_page(who: &Principal, message: &str) -> Response {
-    let mut resp = html(pages::forbidden(&user(who), message));
+/// The 403 page of `Access::Page` routes (answered by `auth::enforce` before the handler);
+/// `who` is none when the caller could not be named (a proxy sent an unknown role).
+pub fn forbidden_page(who: Option<&Principal>, message: &str) -> Response {
+    let markup = match who {
+        Some(who) => pages::forbidden(&user(who), message),
+        None => pages::forbidden_unnamed(message),
+    };
+    let mut resp = html(markup);
     *resp.status_mut() = axum::http::StatusCode::FORBIDDEN;
     resp
 }

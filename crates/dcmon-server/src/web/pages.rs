@@ -367,3 +367,23 @@ pub fn forbidden(user: &PageUser<'_>, message: &str) -> Markup {
     };
     page(user, "", "Forbidden", "js/api.js", false, main)
 }
+
+/// The 403 page for a caller without a usable identity: no navigation to offer.
+pub fn forbidden_unnamed(message: &str) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head { (head("Forbidden", None, false)) }
+            body {
+                main #main .login-page {
+                    div.login-card {
+                        div.brand { "dcmon" }
+                        h1 { "Forbidden" }
+                        div.alert role="alert" { (message) }
+                        p { a href="/login" { "Sign in" } }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -115,3 +115,10 @@ fn forbidden_page_keeps_the_navigation_of_the_role() {
     assert!(html.contains("this needs role admin") && html.contains("href=\"/agents\""));
     assert!(!html.contains("href=\"/users\""));
 }
+
+#[test]
+fn forbidden_page_without_a_user_offers_sign_in_only() {
+    let html = pages::forbidden_unnamed("unknown role \"root\"").into_string();
+    assert!(html.contains("unknown role &quot;root&quot;") && html.contains("href=\"/login\""));
+    assert!(!html.contains("href=\"/agents\"") && !html.contains("csrf-token"));
+}
