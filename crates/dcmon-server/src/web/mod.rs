@@ -119,7 +119,7 @@ async fn settings(State(state): State<AppState>, Extension(p): Extension<Princip
 /// than dumping the config, so a setting added later (a webhook URL, an SMTP password)
 /// is never shown by accident.
 fn server_settings(c: &ServerConfig) -> Vec<(&'static str, String)> {
-    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let d = duration_text;
     let proxies = if c.auth.trusted_proxies.is_empty() {
         "none (header auth off)".to_owned()
     } else {
@@ -163,6 +163,19 @@ fn server_settings(c: &ServerConfig) -> Vec<(&'static str, String)> {
         ("log.level", c.log.level.clone()),
         ("version", crate::api::VERSION.to_owned()),
     ]
+}
+
+/// A setting's duration in its largest whole unit (`90d`, `12h`, `5m`, `30s`), as the
+/// config file would say it; humantime's calendar months would read oddly here.
+fn duration_text(d: std::time::Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3_600 == 0 => format!("{}h", s / 3_600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
 }
 
 #[cfg(test)]

@@ -122,3 +122,77 @@ fn forbidden_page_without_a_user_offers_sign_in_only() {
     assert!(html.contains("unknown role &quot;root&quot;") && html.contains("href=\"/login\""));
     assert!(!html.contains("href=\"/agents\"") && !html.contains("csrf-token"));
 }
+
+#[test]
+fn durations_read_as_a_config_file_would_write_them() {
+    let check = |secs: u64, expect: &str| {
+        assert_eq!(
+            super::duration_text(std::time::Duration::from_secs(secs)),
+            expect
+        );
+    };
+    check(90 * 86_400, "90d");
+    check(12 * 3_600, "12h");
+    check(300, "5m");
+    check(90, "90s");
+    check(0, "0ms");
+}
+
+#[tokio::test]
+async fn static_files_are_cached_by_content_and_revalidated_by_etag() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+    let app =
+        axum::Router::new().route("/static/{*path}", axum::routing::get(super::assets::serve));
+    let get = |uri: String, etag: Option<String>| {
+        let app = app.clone();
+        async move {
+            let mut req = Request::get(uri);
+            if let Some(e) = etag {
+                req = req.header(header::IF_NONE_MATCH, e);
+            }
+            app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
+        }
+    };
+    let versioned = super::assets::url("js/fleet.js");
+    let resp = get(versioned.clone(), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers();
+    assert_eq!(h[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    assert_eq!(
+        h[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    let etag = h[header::ETAG].to_str().unwrap().to_owned();
+    assert!(
+        versioned.ends_with(etag.trim_matches('"')),
+        "{versioned} {etag}"
+    );
+
+    // A module's relative import comes without the version: revalidated each time.
+    let plain = get("/static/js/fleet.js".into(), None).await;
+    assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-cache");
+    let again = get("/static/js/fleet.js".into(), Some(etag)).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // A stale version in the link is served, but not cached for long.
+    let stale = get("/static/app.css?v=0000".into(), None).await;
+    assert_eq!(stale.headers()[header::CACHE_CONTROL], "no-cache");
+    assert!(
+        stale.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    for missing in [
+        "/static/nope.js",
+        "/static/../Cargo.toml",
+        "/static/js/../../src/lib.rs",
+    ] {
+        assert_eq!(
+            get(missing.into(), None).await.status(),
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
+}

@@ -259,8 +259,9 @@ function startPage() {
   }
 
   function connect() {
-    stream = new EventSource(`/api/fleet/stream?since=${table.version}`);
-    stream.addEventListener('fleet', (msg) => {
+    const es = new EventSource(`/api/fleet/stream?since=${table.version}`);
+    stream = es;
+    es.addEventListener('fleet', (msg) => {
       try {
         table.patch(JSON.parse(msg.data));
         updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -270,8 +271,17 @@ function startPage() {
     });
     // EventSource reconnects by itself; a full reload afterwards catches what was missed.
     let opened = 0;
-    stream.addEventListener('open', () => {
+    es.addEventListener('open', () => {
       if (opened++ > 0) reload();
+    });
+    // A refused stream (an ended session, a server restart's 5xx) is not retried by the
+    // browser: reload (which sends an ended session to the login page) and connect again.
+    es.addEventListener('error', () => {
+      if (es.readyState !== EventSource.CLOSED || stream !== es) return;
+      stream = null;
+      setTimeout(() => {
+        if (interval.value === 'live' && !stream) reload().then(connect);
+      }, 5000);
     });
   }
 

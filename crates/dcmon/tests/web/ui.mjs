@@ -179,8 +179,11 @@ await step('machine-hover', async () => {
     return u.valToPos(u.data[0][i], 'x');
   });
   await admin.mouse.move(box.x + Math.min(x, box.width - 2), box.y + box.height / 2);
-  await admin.waitForFunction(() => [...document.querySelectorAll('#charts-system .chart-panel:first-child .u-legend .u-value')]
-    .some((v) => /\d/.test(v.textContent) && !/:/.test(v.textContent)));
+  // The legend names the hovered time (`--` without a cursor) and values beside it.
+  await admin.waitForFunction(() => {
+    const v = [...document.querySelectorAll('#charts-system .chart-panel:first-child .u-legend .u-value')].map((e) => e.textContent);
+    return /\d:\d\d/.test(v[0]) && v.slice(1).some((x) => /\d/.test(x));
+  });
 });
 
 await step('machine-zoom-reset', async () => {
