@@ -12,11 +12,12 @@ use crate::auth::{Principal, Role};
 use crate::config::ServerConfig;
 use crate::state::AppState;
 use axum::Extension;
-use axum::extract::{Path, State};
+use axum::extract::{ConnectInfo, Path, Query, State};
 use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::{IntoResponse, Redirect, Response};
 use layout::PageUser;
 use maud::Markup;
+use std::net::SocketAddr;
 
 /// The UI's routes, each with its access policy; `api::routes` appends them to the API's.
 pub fn routes() -> Vec<Route> {
@@ -75,8 +76,35 @@ pub fn forbidden_page(who: Option<&Principal>, message: &str) -> Response {
     resp
 }
 
-async fn login() -> Response {
+/// `/login`; a caller already signed in goes on to where it was going (the same `next`
+/// check as the page's script: a path on this server).
+async fn login(
+    State(state): State<AppState>,
+    Query(q): Query<LoginQuery>,
+    parts: axum::http::request::Parts,
+) -> Response {
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    if let Ok(Some(_)) = crate::auth::identify(&state, &parts.headers, peer).await {
+        let next = q
+            .next
+            .filter(|n| is_local_path(n))
+            .unwrap_or_else(|| "/".into());
+        return Redirect::to(&next).into_response();
+    }
     html(pages::login())
+}
+
+#[derive(serde::Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+/// A path on this server: not another origin (`//host`, `/\\host`) nor a scheme.
+fn is_local_path(p: &str) -> bool {
+    p.starts_with('/') && !p.starts_with("//") && !p.starts_with("/\\")
 }
 
 async fn fleet(Extension(p): Extension<Principal>) -> Response {

@@ -196,3 +196,17 @@ async fn static_files_are_cached_by_content_and_revalidated_by_etag() {
         );
     }
 }
+
+#[test]
+fn only_paths_on_this_server_are_followed_after_sign_in() {
+    for (next, ok) in [
+        ("/", true),
+        ("/machines/gpu01?range=6h", true),
+        ("//evil.example/", false),
+        ("/\\evil.example/", false),
+        ("https://evil.example/", false),
+        ("", false),
+    ] {
+        assert_eq!(super::is_local_path(next), ok, "{next:?}");
+    }
+}

@@ -114,6 +114,10 @@ await step('login', async () => {
   await admin.screenshot({ path: join(SHOTS, 'login-page.png'), fullPage: true });
   await login(admin, ADMIN);
   check(await admin.locator('.whoami .name').textContent() === ADMIN.user, 'layout does not name the user');
+  // Signed in, the login page sends the user on instead of asking again.
+  await admin.goto(`${BASE}/login?next=${encodeURIComponent('/agents')}`);
+  await admin.waitForURL(`${BASE}/agents`);
+  await admin.goto(`${BASE}/`);
 });
 
 await step('fleet', async () => {
