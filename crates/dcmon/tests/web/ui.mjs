@@ -393,6 +393,14 @@ await step('fleet-phone', async () => {
   check(width <= 390, `the page is ${width} px wide on a 390 px screen`);
 });
 
+await step('machine-phone', async () => {
+  await current.goto(`${BASE}/machines/${HOST}`);
+  await current.waitForFunction(() => document.querySelector('main').dataset.loaded);
+  await current.waitForSelector('#charts-system .chart-panel:first-child canvas');
+  const width = await current.evaluate(() => document.documentElement.scrollWidth);
+  check(width <= 390, `the machine page is ${width} px wide on a 390 px screen`);
+});
+
 await browser.close();
 if (pageErrors.length) {
   console.log(`FAIL uncaught errors in pages:\n${pageErrors.join('\n')}`);
