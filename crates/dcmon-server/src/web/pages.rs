@@ -297,6 +297,7 @@ pub fn audit(user: &PageUser<'_>) -> Markup {
                     label { "Until" input name="until" type="datetime-local"; }
                     label { "Per page"
                         select name="limit" {
+                            option value="20" { "20" }
                             option value="50" { "50" }
                             option value="100" selected { "100" }
                             option value="500" { "500" }

@@ -384,6 +384,21 @@ await step('fleet-10k', async () => {
   check(await admin.locator('.fleet-row').count() < 200, 'row elements grew while scrolling');
 });
 
+await step('audit-paging', async () => {
+  // By now the sign-ins, lock-out and changes above are well over one page of 20.
+  await admin.goto(`${BASE}/audit`);
+  await admin.waitForSelector('#audit-body tr');
+  await admin.selectOption('#audit-form select[name="limit"]', '20');
+  await admin.click('#audit-form button[type="submit"]');
+  await admin.waitForFunction(() => document.querySelectorAll('#audit-body tr').length === 20);
+  await admin.click('#audit-more');
+  await admin.waitForFunction(() => document.querySelectorAll('#audit-body tr').length > 20);
+  const times = await admin.locator('#audit-body tr td:first-child').allTextContents();
+  check(times.every((t, i) => i === 0 || times[i - 1] >= t), `entries not newest first: ${times}`);
+  const locks = await admin.locator('#audit-body tr:has-text("login.lockout")').count();
+  check(locks >= 1, 'the lock-out is not in the audit log');
+});
+
 await step('fleet-phone', async () => {
   const phone = await newPage({ width: 390, height: 844 });
   current = phone;
