@@ -13,8 +13,8 @@ use crate::config::ServerConfig;
 use crate::state::AppState;
 use axum::Extension;
 use axum::extract::{ConnectInfo, Path, Query, State};
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use layout::PageUser;
 use maud::Markup;
 use std::net::SocketAddr;
@@ -72,7 +72,7 @@ pub fn forbidden_page(who: Option<&Principal>, message: &str) -> Response {
         None => pages::forbidden_unnamed(message),
     };
     let mut resp = html(markup);
-    *resp.status_mut() = axum::http::StatusCode::FORBIDDEN;
+    *resp.status_mut() = StatusCode::FORBIDDEN;
     resp
 }
 
@@ -88,13 +88,18 @@ async fn login(
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0);
     if let Ok(Some(_)) = crate::auth::identify(&state, &parts.headers, peer).await {
-        let next = q
-            .next
-            .filter(|n| is_local_path(n))
-            .unwrap_or_else(|| "/".into());
-        return Redirect::to(&next).into_response();
+        let to = next_location(q.next.as_deref());
+        return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
     }
     html(pages::login())
+}
+
+/// Where `next` may send a signed-in user: a local path that is a valid header value,
+/// else the fleet.
+fn next_location(next: Option<&str>) -> HeaderValue {
+    next.filter(|n| is_local_path(n))
+        .and_then(|n| HeaderValue::from_str(n).ok())
+        .unwrap_or_else(|| HeaderValue::from_static("/"))
 }
 
 #[derive(serde::Deserialize)]

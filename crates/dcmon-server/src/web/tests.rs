@@ -209,4 +209,9 @@ fn only_paths_on_this_server_are_followed_after_sign_in() {
     ] {
         assert_eq!(super::is_local_path(next), ok, "{next:?}");
     }
+    let to = |n: Option<&str>| super::next_location(n).to_str().unwrap().to_owned();
+    assert_eq!(to(Some("/agents")), "/agents");
+    assert_eq!(to(Some("/x\r\nSet-Cookie: a=b")), "/");
+    assert_eq!(to(Some("//evil.example")), "/");
+    assert_eq!(to(None), "/");
 }
