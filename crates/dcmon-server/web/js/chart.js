@@ -75,6 +75,9 @@ export class Chart {
 
   /** Queries and draws `[start, end]` (unix seconds). */
   async load(start, end) {
+    // Only the newest request draws: an older, slower answer must not replace it.
+    this.generation = (this.generation || 0) + 1;
+    const generation = this.generation;
     const step = stepFor(start, end, this.size().width);
     // The grid ends exactly at `end`, so the newest samples are always drawn.
     const first = end - Math.floor((end - start) / step) * step;
@@ -83,6 +86,7 @@ export class Chart {
       const params = new URLSearchParams({ query: q.expr(w), start: String(first), end: String(end), step: String(step) });
       return api('GET', `/api/v1/query_range?${params}`).then((r) => ({ q, series: r.data.result }));
     }));
+    if (generation !== this.generation) return;
     const xs = [];
     for (let t = first; t <= end; t += step) xs.push(t);
     const data = [xs];

@@ -147,6 +147,7 @@ await step('machine', async () => {
 
 await step('machine-zoom', async () => {
   const before = await admin.evaluate(() => window.dcmon.charts[0].xRange());
+  const loadedBefore = await admin.evaluate(() => document.querySelector('main').dataset.loaded);
   const over = admin.locator('#charts-system .chart-panel:first-child .u-over');
   const box = await over.boundingBox();
   const y = box.y + box.height / 2;
@@ -160,6 +161,8 @@ await step('machine-zoom', async () => {
     const r = window.dcmon.charts[0].xRange();
     return r && r[0] > b[0] && r[1] - r[0] < (b[1] - b[0]) / 2;
   }, before);
+  // Every panel has been redrawn for the new range.
+  await admin.waitForFunction((l) => document.querySelector('main').dataset.loaded !== l, loadedBefore);
   const after = await admin.evaluate(() => window.dcmon.charts[0].xRange());
   const wasSpan = before[1] - before[0];
   const span = after[1] - after[0];
