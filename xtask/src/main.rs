@@ -1,6 +1,7 @@
 //! Developer tasks. `cargo xtask help` lists them.
 //!
-//! - `test`: installs the system packages the tests need (Debian, apt-get), builds the
+//! - `test`: installs the system packages the tests need (Debian, apt-get) and the browser
+//!   driver of the web UI tests (npm `playwright-core`), builds the
 //!   binaries the end-to-end tests start, runs the whole suite. `.ci/run` calls this.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 //! - `bench wire`: bytes per sample of dcmon batches beside remote_write and gzip JSON.
@@ -25,7 +26,13 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "openipmi",
     "ipmitool",
     "freeipmi-tools",
+    "chromium",
+    "nodejs",
 ];
+
+/// The browser driver of the web UI tests (shared TESTING.md): the same major version as
+/// Debian's Chromium, installed under the target dir where `tests/e2e/web_ui.rs` finds it.
+const PLAYWRIGHT_CORE: &str = "playwright-core@1.64.1";
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -119,8 +126,56 @@ fn rustix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// The target dir cargo builds into (where the e2e tests look for `web-tests/`).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .map(|p| if p.is_absolute() { p } else { root().join(p) })
+        .unwrap_or_else(|| root().join("target"))
+}
+
+/// Installs `playwright-core` from npm into `<target>/web-tests`, unless that version is
+/// there already. Debian's `nodejs` brings no npm when it comes from elsewhere (NodeSource
+/// builds bundle it); Debian's own npm package is installed only when npm is missing.
+fn install_playwright() -> Result<()> {
+    let prefix = target_dir().join("web-tests");
+    let (name, version) = PLAYWRIGHT_CORE
+        .split_once('@')
+        .context("PLAYWRIGHT_CORE is name@version")?;
+    let manifest = prefix.join("node_modules").join(name).join("package.json");
+    if let Ok(text) = std::fs::read_to_string(&manifest) {
+        let installed: serde_json::Value = serde_json::from_str(&text)
+            .with_context(|| format!("reading {}", manifest.display()))?;
+        if installed["version"] == version {
+            return Ok(());
+        }
+    }
+    if !have("npm") {
+        let mut apt = Command::new(if rustix_is_root() { "apt-get" } else { "sudo" });
+        if !rustix_is_root() {
+            apt.arg("apt-get");
+        }
+        apt.args(["install", "-y", "-q", "--no-install-recommends", "npm"])
+            .env("DEBIAN_FRONTEND", "noninteractive");
+        run(apt)?;
+    }
+    std::fs::create_dir_all(&prefix).with_context(|| format!("creating {}", prefix.display()))?;
+    let mut npm = Command::new("npm");
+    npm.args([
+        "install",
+        "--no-save",
+        "--no-audit",
+        "--no-fund",
+        "--prefix",
+    ])
+    .arg(&prefix)
+    .arg(PLAYWRIGHT_CORE);
+    run(npm)
+}
+
 fn test(extra: &[String]) -> Result<()> {
     install_system_packages()?;
+    install_playwright()?;
     // The end-to-end tests start the real binaries of every crate.
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);

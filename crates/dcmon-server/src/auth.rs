@@ -328,7 +328,9 @@ pub(crate) async fn enforce(
         Err(e) if page && e.status == StatusCode::UNAUTHORIZED => {
             return login_redirect(req.uri());
         }
-        Err(e) if page && e.status == StatusCode::FORBIDDEN => return forbidden_page(&e.message),
+        Err(e) if page && e.status == StatusCode::FORBIDDEN => {
+            return crate::web::forbidden_page(None, &e.message);
+        }
         Err(e) => return e.into_response(),
     };
     if who.role < min {
@@ -339,7 +341,7 @@ pub(crate) async fn enforce(
             who.role.as_str()
         );
         return if page {
-            forbidden_page(&message)
+            crate::web::forbidden_page(Some(&who), &message)
         } else {
             ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
         };
@@ -371,21 +373,6 @@ fn login_redirect(uri: &axum::http::Uri) -> Response {
     (
         StatusCode::SEE_OTHER,
         [(header::LOCATION, format!("/login?next={next}"))],
-    )
-        .into_response()
-}
-
-fn forbidden_page(message: &str) -> Response {
-    let escaped = message
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
-    (
-        StatusCode::FORBIDDEN,
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
-        format!(
-            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Forbidden - dcmon</title></head><body><h1>Forbidden</h1><p>{escaped}</p><p><a href=\"/\">Back to the fleet</a></p></body></html>"
-        ),
     )
         .into_response()
 }

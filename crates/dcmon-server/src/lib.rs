@@ -8,7 +8,6 @@
 //!   and replay protection.
 //! - [`api`]: the route table (`api::routes`) and the router built from it (`api::app`):
 //!   agent endpoints, Prometheus API, accounts, admin reads.
-//! - [`web`]: the UI's pages.
 //! - [`ingest`]: agent batch sessions into the tsdb.
 //! - [`commands`]: the live command queue (agent long-poll, results, history).
 //! - [`bmcs`]: the BMC inventory (agentless polling targets, sealed credentials).
@@ -17,6 +16,7 @@
 //! - [`secrets`]: secrets at rest, sealed with the installation's key.
 //! - [`totp`]: TOTP codes, enrolment QR codes and recovery codes (pure).
 //! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
+//! - [`web`]: the web UI (page templates, embedded CSS, JS and uPlot).
 //! - [`Server`]: starts all of it.
 
 pub mod accounts;

@@ -13,13 +13,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// A registered agent: its config file, and the command that runs it.
-struct Agent {
+pub(super) struct Agent {
     cfg: PathBuf,
 }
 
 impl Agent {
     /// Writes `agent.yaml` (state dir, interval, `extra` YAML), registers with the server.
-    fn register(server: &OperatorServer, dir: &Path, host: &str, extra: &str) -> Self {
+    pub(super) fn register(server: &OperatorServer, dir: &Path, host: &str, extra: &str) -> Self {
         std::fs::create_dir_all(dir).unwrap();
         let cfg = dir.join("agent.yaml");
         write(
@@ -50,7 +50,7 @@ impl Agent {
         Self { cfg }
     }
 
-    fn spawn(&self) -> Proc {
+    pub(super) fn spawn(&self) -> Proc {
         Proc::spawn(
             "dcmon-agent",
             Command::new(dcmon_agent()).args(["--config", self.cfg.to_str().unwrap(), "run"]),

@@ -1,0 +1,217 @@
+use super::layout::PageUser;
+use super::pages;
+use crate::auth::Role;
+
+fn user(role: Role) -> PageUser<'static> {
+    PageUser {
+        name: "alice",
+        role,
+        csrf: "tok-123",
+    }
+}
+
+/// Every page as each role sees it.
+fn every_page(role: Role) -> Vec<(&'static str, String)> {
+    let u = user(role);
+    vec![
+        ("fleet", pages::fleet(&u).into_string()),
+        ("machine", pages::machine(&u, "gpu01").into_string()),
+        (
+            "agents",
+            pages::agents(&u, "https://dc:8443", "SHA256:abc").into_string(),
+        ),
+        ("users", pages::users(&u).into_string()),
+        ("tokens", pages::tokens(&u).into_string()),
+        ("audit", pages::audit(&u).into_string()),
+        (
+            "settings",
+            pages::settings(&u, &[("listen", "0.0.0.0:8443".to_owned())]).into_string(),
+        ),
+    ]
+}
+
+#[test]
+fn navigation_shows_only_what_the_role_may_open() {
+    let check = |role: Role, shown: &[&str], hidden: &[&str]| {
+        for (name, html) in every_page(role) {
+            for href in shown {
+                assert!(
+                    html.contains(&format!("href=\"{href}\"")),
+                    "{role:?} {name}: {href} missing"
+                );
+            }
+            for href in hidden {
+                assert!(
+                    !html.contains(&format!("href=\"{href}\"")),
+                    "{role:?} {name}: {href} shown"
+                );
+            }
+        }
+    };
+    check(
+        Role::Viewer,
+        &["/", "/agents", "/tokens", "/settings"],
+        &["/users", "/audit"],
+    );
+    check(
+        Role::Operator,
+        &["/", "/agents", "/tokens", "/settings"],
+        &["/users", "/audit"],
+    );
+    check(
+        Role::Admin,
+        &["/", "/agents", "/users", "/tokens", "/audit", "/settings"],
+        &[],
+    );
+}
+
+#[test]
+fn every_page_carries_the_csrf_token_user_and_logout() {
+    for (name, html) in every_page(Role::Viewer) {
+        assert!(
+            html.contains(r#"<meta name="csrf-token" content="tok-123">"#),
+            "{name}"
+        );
+        assert!(html.contains("alice"), "{name}");
+        assert!(html.contains(r#"id="logout""#), "{name}");
+        assert!(html.starts_with("<!DOCTYPE html>"), "{name}");
+        assert!(
+            !html.contains("http://") && !html.contains("cdn"),
+            "{name}: external resource"
+        );
+    }
+}
+
+#[test]
+fn write_controls_only_for_roles_that_may_use_them() {
+    let machine = |r| pages::machine(&user(r), "gpu01").into_string();
+    assert!(!machine(Role::Viewer).contains("command-form"));
+    assert!(machine(Role::Operator).contains("command-form"));
+    let agents = |r| pages::agents(&user(r), "https://dc:8443", "SHA256:abc").into_string();
+    assert!(!agents(Role::Viewer).contains("enroll-form"));
+    assert!(agents(Role::Operator).contains("enroll-form"));
+    // A token can be created up to the creator's own role.
+    let tokens = pages::tokens(&user(Role::Operator)).into_string();
+    assert!(tokens.contains(r#"value="operator""#) && !tokens.contains(r#"value="admin""#));
+}
+
+#[test]
+fn data_from_outside_is_escaped() {
+    let html = pages::machine(&user(Role::Viewer), "<script>x</script>\"").into_string();
+    assert!(!html.contains("<script>x"), "{html}");
+    assert!(html.contains("&lt;script&gt;x&lt;/script&gt;&quot;"));
+}
+
+#[test]
+fn login_page_has_both_steps_and_no_session_data() {
+    let html = pages::login().into_string();
+    assert!(html.contains(r#"id="login-form""#) && html.contains(r#"id="totp-step""#));
+    assert!(!html.contains("csrf-token") && !html.contains("logout"));
+}
+
+#[test]
+fn forbidden_page_keeps_the_navigation_of_the_role() {
+    let html = pages::forbidden(&user(Role::Viewer), "this needs role admin").into_string();
+    assert!(html.contains("this needs role admin") && html.contains("href=\"/agents\""));
+    assert!(!html.contains("href=\"/users\""));
+}
+
+#[test]
+fn forbidden_page_without_a_user_offers_sign_in_only() {
+    let html = pages::forbidden_unnamed("unknown role \"root\"").into_string();
+    assert!(html.contains("unknown role &quot;root&quot;") && html.contains("href=\"/login\""));
+    assert!(!html.contains("href=\"/agents\"") && !html.contains("csrf-token"));
+}
+
+#[test]
+fn durations_read_as_a_config_file_would_write_them() {
+    let check = |secs: u64, expect: &str| {
+        assert_eq!(
+            super::duration_text(std::time::Duration::from_secs(secs)),
+            expect
+        );
+    };
+    check(90 * 86_400, "90d");
+    check(12 * 3_600, "12h");
+    check(300, "5m");
+    check(90, "90s");
+    check(0, "0ms");
+}
+
+#[tokio::test]
+async fn static_files_are_cached_by_content_and_revalidated_by_etag() {
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode, header};
+    use tower::ServiceExt;
+    let app =
+        axum::Router::new().route("/static/{*path}", axum::routing::get(super::assets::serve));
+    let get = |uri: String, etag: Option<String>| {
+        let app = app.clone();
+        async move {
+            let mut req = Request::get(uri);
+            if let Some(e) = etag {
+                req = req.header(header::IF_NONE_MATCH, e);
+            }
+            app.oneshot(req.body(Body::empty()).unwrap()).await.unwrap()
+        }
+    };
+    let versioned = super::assets::url("js/fleet.js");
+    let resp = get(versioned.clone(), None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let h = resp.headers();
+    assert_eq!(h[header::CONTENT_TYPE], "text/javascript; charset=utf-8");
+    assert_eq!(
+        h[header::CACHE_CONTROL],
+        "public, max-age=31536000, immutable"
+    );
+    let etag = h[header::ETAG].to_str().unwrap().to_owned();
+    assert!(
+        versioned.ends_with(etag.trim_matches('"')),
+        "{versioned} {etag}"
+    );
+
+    // A module's relative import comes without the version: revalidated each time.
+    let plain = get("/static/js/fleet.js".into(), None).await;
+    assert_eq!(plain.headers()[header::CACHE_CONTROL], "no-cache");
+    let again = get("/static/js/fleet.js".into(), Some(etag)).await;
+    assert_eq!(again.status(), StatusCode::NOT_MODIFIED);
+    // A stale version in the link is served, but not cached for long.
+    let stale = get("/static/app.css?v=0000".into(), None).await;
+    assert_eq!(stale.headers()[header::CACHE_CONTROL], "no-cache");
+    assert!(
+        stale.headers()[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    for missing in [
+        "/static/nope.js",
+        "/static/../Cargo.toml",
+        "/static/js/../../src/lib.rs",
+    ] {
+        assert_eq!(
+            get(missing.into(), None).await.status(),
+            StatusCode::NOT_FOUND,
+            "{missing}"
+        );
+    }
+}
+
+#[test]
+fn only_paths_on_this_server_are_followed_after_sign_in() {
+    for (next, ok) in [
+        ("/", true),
+        ("/machines/gpu01?range=6h", true),
+        ("//evil.example/", false),
+        ("/\\evil.example/", false),
+        ("https://evil.example/", false),
+        ("", false),
+    ] {
+        assert_eq!(super::is_local_path(next), ok, "{next:?}");
+    }
+    let to = |n: Option<&str>| super::next_location(n).to_str().unwrap().to_owned();
+    assert_eq!(to(Some("/agents")), "/agents");
+    assert_eq!(to(Some("/x\r\nSet-Cookie: a=b")), "/");
+    assert_eq!(to(Some("//evil.example")), "/");
+    assert_eq!(to(None), "/");
+}

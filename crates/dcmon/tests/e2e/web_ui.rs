@@ -1,0 +1,122 @@
+//! The web UI in a real browser: `tests/web/ui.mjs` drives Debian's Chromium through
+//! playwright-core against a real server with a real agent pushing to it. Both tools are
+//! installed by `cargo xtask test`; without them this test fails (it never passes by
+//! skipping).
+
+use super::agent_live::Agent;
+use super::{OperatorServer, dcmon, run, stdout, wait_for_series};
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+/// Failed sign-ins before a lock-out, set low so the scenario is short.
+const LOCKOUT_FAILURES: u32 = 3;
+
+/// The cargo target dir (`<target>/debug/dcmon` → `<target>`), where `cargo xtask test`
+/// installs playwright-core (`web-tests/`) and where screenshots go (`screenshots/`).
+fn target_dir() -> PathBuf {
+    dcmon()
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("dcmon lives in <target>/<profile>/")
+        .to_path_buf()
+}
+
+/// playwright-core's ES module entry, or a failure that says how to get it.
+fn playwright() -> PathBuf {
+    let entry = target_dir().join("web-tests/node_modules/playwright-core/index.mjs");
+    let mut missing = Vec::new();
+    if !std::path::Path::new(CHROMIUM).exists() {
+        missing.push(format!("Debian's chromium ({CHROMIUM})"));
+    }
+    if !entry.exists() {
+        missing.push(format!("playwright-core ({})", entry.display()));
+    }
+    let node = Command::new("node").arg("--version").output();
+    if !matches!(node, Ok(ref o) if o.status.success()) {
+        missing.push("node".to_owned());
+    }
+    assert!(
+        missing.is_empty(),
+        "the browser tests need {}; run `cargo xtask test` once (it installs them)",
+        missing.join(", ")
+    );
+    entry
+}
+
+#[test]
+fn web_ui_in_chromium_login_fleet_machine_zoom_commands_roles_totp_lockout() {
+    let entry = playwright();
+    let dir = tempfile::tempdir().unwrap();
+    let server = OperatorServer::start_with(
+        dir.path(),
+        &format!(
+            "ui:\n  refresh: 1s\nauth:\n  lockout_failures: {LOCKOUT_FAILURES}\n  login_attempts_per_minute: 1000\n"
+        ),
+    );
+    let host = "webui-gpu01";
+    let agent = Agent::register(&server, &dir.path().join("agent"), host, "interval: 2s\n");
+    let _agent = agent.spawn();
+
+    // The first admin is made with an admin API token, as an installer script would.
+    let admin_token = stdout(&run(Command::new(dcmon()).args([
+        "token",
+        "create",
+        "--role",
+        "admin",
+        "--config",
+        &server.cfg,
+    ])))
+    .trim()
+    .to_owned();
+    let password = "admin-password-1";
+    let (status, body) = server
+        .http
+        .post(
+            &format!("{}/api/users", server.base),
+            &admin_token,
+            &serde_json::json!({"name": "admin", "role": "admin", "password": password}),
+        )
+        .unwrap();
+    assert!(
+        status == 200 || status == 201,
+        "creating the admin: {status} {body}"
+    );
+    wait_for_series(
+        &server.http,
+        &server.base,
+        &server.token,
+        &format!(r#"dcmon_collector_up{{host="{host}"}}"#),
+        Duration::from_secs(30),
+    );
+
+    let screenshots = target_dir().join("screenshots");
+    // Only this run's pictures (a failed step leaves `<step>-failed.png`).
+    let _ = std::fs::remove_dir_all(&screenshots);
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web/ui.mjs");
+    let out = Command::new("node")
+        .arg(&script)
+        .env("DCMON_URL", &server.base)
+        .env("DCMON_ADMIN_USER", "admin")
+        .env("DCMON_ADMIN_PASSWORD", password)
+        .env("DCMON_HOST", host)
+        .env("DCMON_LOCKOUT_FAILURES", LOCKOUT_FAILURES.to_string())
+        .env("DCMON_SCREENSHOTS", &screenshots)
+        .env("DCMON_PLAYWRIGHT", &entry)
+        .output()
+        .expect("running node");
+    let log = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "web UI scenarios failed ({}); screenshots in {}:\n{log}\n--- server ---\n{}",
+        out.status,
+        screenshots.display(),
+        server.proc.log()
+    );
+    eprintln!("{log}screenshots in {}", screenshots.display());
+}
