@@ -239,7 +239,7 @@ pub fn bmcs(user: &PageUser<'_>) -> Markup {
                     table.list #bmcs-table {
                         thead { tr {
                             th { "Name" } th { "Address" } th { "Vendor" } th { "Agent" }
-                            th { "State" } th { "Failures" } th { "Last poll" } th { "Fan mode" }
+                            th { "State" } th.num { "Failures" } th { "Last poll" } th { "Fan mode" }
                             th { "Interval" }
                             @if check { th { "Actions" } }
                         } }

@@ -124,7 +124,7 @@ function renderStatus(v) {
     h('dt', {}, 'Vendor'), h('dd', {}, v.vendor || 'not known'),
     h('dt', {}, 'Fan mode'), h('dd', { id: 'fan-mode' }, v.mode || (v.vendor === 'dell' ? 'not reported by iDRAC' : '-')),
     h('dt', {}, 'Zone duties'), h('dd', { id: 'zone-duties' }, v.zones.length
-      ? v.zones.map((z, i) => [i ? ', ' : '', h('span', { id: `zone-duty-${z.zone}`, 'data-duty': String(z.duty_percent) }, `zone ${z.zone}: ${z.duty_percent} %`)])
+      ? v.zones.flatMap((z, i) => [i ? ', ' : '', h('span', { id: `zone-duty-${z.zone}`, 'data-duty': String(z.duty_percent) }, `zone ${z.zone}: ${z.duty_percent} %`)])
       : '-'),
     h('dt', {}, 'Control'), h('dd', {}, v.curve
       ? `${v.curve.enabled ? 'curve' : 'curve stored, not running'} (changed ${fmtAgo(v.curve.updated_ms)} by ${v.curve.updated_by})`
@@ -288,13 +288,13 @@ function splitProblems(message) {
   const text = message.replace(/^fan curve refused: /, '');
   const re = /(^|; )((?:zones\[\d+\]|zones|interval_s|max_reading_age_s|preset)(?:\.[a-z_]+|\[\d+\])*): /g;
   const starts = [];
-  for (let m = re.exec(text); m; m = re.exec(text)) starts.push({ at: m.index + m[1].length, path: m[2] });
+  for (let m = re.exec(text); m; m = re.exec(text)) starts.push({ cut: m.index, from: m.index + m[0].length, path: m[2] });
   if (starts.length === 0) return [{ path: null, text }];
   const out = [];
-  if (starts[0].at > 0) out.push({ path: null, text: text.slice(0, starts[0].at) });
+  if (starts[0].cut > 0) out.push({ path: null, text: text.slice(0, starts[0].cut) });
   starts.forEach((s, i) => {
-    const end = i + 1 < starts.length ? starts[i + 1].at - 2 : text.length;
-    out.push({ path: s.path, text: text.slice(s.at, end) });
+    const end = i + 1 < starts.length ? starts[i + 1].cut : text.length;
+    out.push({ path: s.path, text: text.slice(s.from, end) });
   });
   return out;
 }
@@ -508,6 +508,15 @@ class Editor {
     return null;
   }
 
+  /** The fields of `target` a problem is about: the one its path or text names, else all. */
+  invalidFields(target, problem) {
+    const last = /\.([a-z_]+)$/.exec(problem.path || '');
+    let name = last ? last[1] : null;
+    if (!name && /\.points\[\d+\]$/.test(problem.path || '')) name = problem.text.startsWith('duty') ? 'duty' : 'temp';
+    const named = name ? [...target.querySelectorAll(`[name="${name}"]`)] : [];
+    return named.length ? named : [...target.querySelectorAll('input, select')];
+  }
+
   /** Focuses the first field of the row at `path` (after a row was added). */
   focusRow(path) {
     const el = this.box.querySelector(`[data-path="${CSS.escape(path)}"] input`);
@@ -528,7 +537,7 @@ class Editor {
         continue;
       }
       const note = h('span', { class: 'field-error' }, p.text);
-      for (const el of target.querySelectorAll('input, select')) el.setAttribute('aria-invalid', 'true');
+      for (const el of this.invalidFields(target, p)) el.setAttribute('aria-invalid', 'true');
       if (target.tagName === 'TR') {
         const cols = target.children.length;
         target.after(h('tr', { class: 'error-row' }, h('td', { colspan: String(cols) }, note)));

@@ -80,7 +80,7 @@ function render() {
   const shown = bmcs.filter((b) => !f || [b.name, b.address, b.agent_host || '', b.last_state || '', b.vendor || '']
     .some((v) => v.toLowerCase().includes(f)));
   const failing = bmcs.filter((b) => b.last_state && b.last_state !== 'ok').length;
-  document.getElementById('bmcs-count').textContent = `${bmcs.length} BMCs${failing ? `, ${failing} not ok` : ''}`;
+  document.getElementById('bmcs-count').textContent = `${bmcs.length} BMC${bmcs.length === 1 ? '' : 's'}${failing ? `, ${failing} not ok` : ''}`;
   if (shown.length === 0) {
     fill(body, h('tr', {}, h('td', { colspan: String(columns), class: 'dim' }, bmcs.length ? 'No BMC matches.' : 'No BMC yet.')));
     return;

@@ -82,13 +82,15 @@ export class Chart {
     for (const { q, series: list } of results) {
       for (const s of list) {
         const byTime = new Map(s.values.map(([t, v]) => [Math.round(t), Number(v)]));
-        data.push(xs.map((t) => (byTime.has(t) ? byTime.get(t) : null)));
+        const ys = xs.map((t) => (byTime.has(t) ? byTime.get(t) : null));
+        data.push(ys);
         const color = PALETTE[(series.length - 1) % PALETTE.length];
         series.push({
           label: (q.name || defaultName)(s.metric),
           stroke: color,
           width: 1.5,
-          points: { show: false },
+          // A series that has only just begun has too few points for a line to show.
+          points: { show: ys.filter((y) => y !== null).length < 3, fill: color },
           value: (u, v) => fmtValue(v, this.spec.unit),
         });
       }
