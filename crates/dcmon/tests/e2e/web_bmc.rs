@@ -14,6 +14,8 @@ use std::process::Command;
 const POLL_CONFIG: &str = "bmc_poll:\n  timeout: 1s\n  attempts: 2\n  interval_override: 2s\n";
 /// The name the scenario gives the simulated BMC.
 const BMC: &str = "rack1-smc";
+/// The name of the BMC added as an HPE iLO.
+const HPE_BMC: &str = "rack1-ilo";
 /// The duty of the curve the scenario saves (flat, so the zone duty is known).
 const DUTY: u8 = 63;
 
@@ -45,6 +47,20 @@ fn web_bmc_in_chromium_inventory_live_fans_refused_and_saved_curve() {
         )
         .unwrap();
     assert_eq!(status, 201, "creating the admin: {body}");
+    // The same simulated BMC once more, as an HPE iLO by override: the page must say
+    // that iLO offers no fan control over IPMI instead of offering an editor.
+    let (status, body) = server
+        .http
+        .post(
+            &format!("{}/api/bmcs", server.base),
+            &admin_token,
+            &serde_json::json!({
+                "name": HPE_BMC, "address": format!("127.0.0.1:{}", sim.port),
+                "user": "admin", "password": "s3cret", "interval": "1m", "vendor": "hpe"
+            }),
+        )
+        .unwrap();
+    assert_eq!(status, 201, "adding the iLO: {body}");
 
     let screenshots = target_dir().join("screenshots");
     clear_screenshots(&screenshots, |name| name.starts_with("bmc"));
@@ -55,6 +71,7 @@ fn web_bmc_in_chromium_inventory_live_fans_refused_and_saved_curve() {
         .env("DCMON_ADMIN_USER", "admin")
         .env("DCMON_ADMIN_PASSWORD", password)
         .env("DCMON_BMC", BMC)
+        .env("DCMON_HPE_BMC", HPE_BMC)
         .env("DCMON_BMC_PORT", sim.port.to_string())
         .env("DCMON_BMC_USER", "admin")
         .env("DCMON_BMC_PASSWORD", "s3cret")
@@ -107,7 +124,7 @@ fn web_bmc_in_chromium_inventory_live_fans_refused_and_saved_curve() {
             .filter(|l| l.contains(&format!("\t{action}\t")))
             .count()
     };
-    assert_eq!(count("bmc.add"), 1, "{audit}");
+    assert_eq!(count("bmc.add"), 2, "{audit}");
     assert_eq!(count("bmc.check"), 1, "{audit}");
     assert_eq!(
         count("fans.curve.set"),

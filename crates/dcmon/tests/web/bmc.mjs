@@ -6,7 +6,7 @@
 // Step names start with `bmc`: the folder is shared with `ui.mjs`.
 //
 // Environment: DCMON_URL, DCMON_ADMIN_USER, DCMON_ADMIN_PASSWORD, DCMON_BMC (the name to
-// add the BMC under), DCMON_BMC_PORT, DCMON_BMC_USER, DCMON_BMC_PASSWORD (the
+// add the BMC under), DCMON_HPE_BMC (a BMC added as an HPE iLO), DCMON_BMC_PORT, DCMON_BMC_USER, DCMON_BMC_PASSWORD (the
 // simulator's, on 127.0.0.1), DCMON_DUTY (the flat duty of the curve to save),
 // DCMON_SCREENSHOTS, DCMON_PLAYWRIGHT (playwright-core's index.mjs).
 
@@ -22,6 +22,7 @@ const env = (name) => {
 const BASE = env('DCMON_URL');
 const ADMIN = { user: env('DCMON_ADMIN_USER'), password: env('DCMON_ADMIN_PASSWORD') };
 const BMC = env('DCMON_BMC');
+const HPE_BMC = env('DCMON_HPE_BMC');
 const BMC_PORT = env('DCMON_BMC_PORT');
 const BMC_USER = env('DCMON_BMC_USER');
 const BMC_PASSWORD = env('DCMON_BMC_PASSWORD');
@@ -214,6 +215,20 @@ await step('bmc-detail', async () => {
   await admin.waitForSelector('#current-decision');
   check(await admin.locator('#curve-body button:has-text("Remove curve")').count() === 1, 'no Remove curve');
   await admin.evaluate(() => window.scrollTo(0, 0));
+});
+
+await step('bmc-hpe', async () => {
+  await admin.goto(`${BASE}/bmcs`);
+  await admin.waitForSelector(`#bmcs-body tr[data-bmc="${HPE_BMC}"]`);
+  const vendor = await admin.locator(`#bmcs-body tr[data-bmc="${HPE_BMC}"] td`).nth(2).textContent();
+  check(vendor === 'hpe (set)', `iLO vendor column: ${vendor}`);
+  await admin.click(`#bmcs-body tr[data-bmc="${HPE_BMC}"] a`);
+  await admin.waitForSelector('#hpe-note');
+  const note = await admin.locator('#hpe-note').textContent();
+  check(note.includes('not offered over IPMI on HPE iLO'), `HPE note: ${note}`);
+  check(await admin.locator('#curve-body button').count() === 0, 'an iLO is offered a curve editor');
+  // Its sensors are still shown.
+  await admin.waitForSelector('#fans-table tr[data-fan="FAN1"]', { timeout: 30000 });
 });
 
 await step('bmc-viewer', async () => {
