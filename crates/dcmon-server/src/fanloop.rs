@@ -103,7 +103,30 @@ fn fan_zone(vendor: Vendor, name: &str) -> Option<u8> {
 struct Observation {
     temps: Vec<Reading>,
     fans: Vec<FanRpm>,
+    /// The lower thresholds of each fan in `fans` (same order), for the fan view.
+    fan_limits: Vec<FanLimits>,
     current: CurrentFans,
+}
+
+/// A fan's lower thresholds from its SDR record, in RPM, where the BMC has them: a
+/// duty that brings a fan near them is what trips the BMC's own alarms (and, on
+/// Supermicro, its jump to Full).
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct FanLimits {
+    pub lower_non_recoverable: Option<f64>,
+    pub lower_critical: Option<f64>,
+    pub lower_non_critical: Option<f64>,
+}
+
+impl FanLimits {
+    fn of(r: &SensorRecord) -> Self {
+        let t = r.thresholds;
+        Self {
+            lower_non_recoverable: r.threshold(t.lower_non_recoverable),
+            lower_critical: r.threshold(t.lower_critical),
+            lower_non_critical: r.threshold(t.lower_non_critical),
+        }
+    }
 }
 
 /// Reads the sensors (SDR records from `sdr`, read once and kept: they change only with
@@ -127,6 +150,7 @@ async fn observe(
     };
     let mut temps = Vec::new();
     let mut fans = Vec::new();
+    let mut fan_limits = Vec::new();
     for v in values {
         let (Some(x), true) = (v.value, v.record.is_analog()) else {
             continue;
@@ -145,12 +169,15 @@ async fn observe(
                     at_ms: now_ms,
                 });
             }
-            SENSOR_TYPE_FAN => fans.push(FanRpm {
-                zone: fan_zone(vendor, &v.record.name),
-                name: v.record.name,
-                rpm: x,
-                at_ms: now_ms,
-            }),
+            SENSOR_TYPE_FAN => {
+                fan_limits.push(FanLimits::of(&v.record));
+                fans.push(FanRpm {
+                    zone: fan_zone(vendor, &v.record.name),
+                    name: v.record.name,
+                    rpm: x,
+                    at_ms: now_ms,
+                });
+            }
             _ => {}
         }
     }
@@ -171,6 +198,7 @@ async fn observe(
     Ok(Observation {
         temps,
         fans,
+        fan_limits,
         current,
     })
 }
@@ -718,6 +746,8 @@ pub struct FanSpeedView {
     /// Supermicro zone (FAN1… 0, FANA… 1); `None` on Dell.
     pub zone: Option<u8>,
     pub rpm: f64,
+    #[serde(flatten)]
+    pub limits: FanLimits,
 }
 
 /// A BMC's fans now, its curve, and the curve's decision on what it reads: a dry run,
@@ -737,17 +767,20 @@ pub struct FanView {
     pub fans: Vec<FanSpeedView>,
     pub temperatures: Vec<TemperatureView>,
     pub curve: Option<StoredCurve>,
-    /// The curve's decision now (its current operating point); `None` without a curve
-    /// or when the vendor is unknown.
+    /// The curve's decision now (its current operating point) — or, for a preview, the
+    /// decision of the proposed curve; `None` without a curve or when the vendor is
+    /// unknown.
     pub decision: Option<Decision>,
     /// Why there is no decision although there is a curve.
     pub curve_error: Option<String>,
 }
 
-/// Reads the BMC and dry-runs its curve on a fresh controller.
+/// Reads the BMC and dry-runs a curve on a fresh controller: `proposed` when given (a
+/// preview of an edit), else the stored `curve`.
 async fn view(
     bmc: BmcRecord,
     curve: Option<StoredCurve>,
+    proposed: Option<CurveConfig>,
     target: BmcTarget,
     timeout: Duration,
 ) -> FanView {
@@ -775,13 +808,14 @@ async fn view(
     if let Some(s) = session {
         s.close().await;
     }
-    let (decision, curve_error) = match (&curve, vendor) {
+    let config = proposed.or_else(|| curve.as_ref().map(|c| c.config.clone()));
+    let (decision, curve_error) = match (config, vendor) {
         (None, _) => (None, None),
         (Some(_), None) => (
             None,
             Some("the vendor is not known yet and the BMC did not tell it".to_owned()),
         ),
-        (Some(c), Some(v)) => match Controller::new(v, c.config.clone()) {
+        (Some(config), Some(v)) => match Controller::new(v, config) {
             Ok(ctl) => (
                 Some(ctl.dry_run(&inputs(observed.as_ref(), now, None))),
                 None,
@@ -801,10 +835,12 @@ async fn view(
             .map(|o| {
                 o.fans
                     .iter()
-                    .map(|f| FanSpeedView {
+                    .zip(&o.fan_limits)
+                    .map(|(f, limits)| FanSpeedView {
                         name: f.name.clone(),
                         zone: f.zone,
                         rpm: f.rpm,
+                        limits: *limits,
                     })
                     .collect()
             })
@@ -837,10 +873,12 @@ fn view_parts(db: &ControlDb, secrets: &SecretBox, who: &str) -> Result<ViewPart
     ))
 }
 
-/// [`FanView`] of the BMC named by name or id, for the REST API.
+/// [`FanView`] of the BMC named by name or id, for the REST API. With `proposed`, the
+/// decision is that curve's (a preview of an edit, nothing stored or written).
 pub(crate) async fn fan_view(
     state: &AppState,
     who: String,
+    proposed: Option<CurveConfig>,
     timeout: Duration,
 ) -> Result<FanView, BmcError> {
     let (db, dir) = (state.control.clone(), state.config().data_dir.clone());
@@ -848,7 +886,7 @@ pub(crate) async fn fan_view(
         tokio::task::spawn_blocking(move || view_parts(&db, &SecretBox::open(&dir)?, &who))
             .await
             .map_err(|e| BmcError::Store(anyhow::anyhow!("reading the BMC: {e}")))??;
-    Ok(view(bmc, curve, target, timeout).await)
+    Ok(view(bmc, curve, proposed, target, timeout).await)
 }
 
 /// [`FanView`] of the BMC named by name or id: contacts the BMC now and dry-runs its
@@ -865,7 +903,7 @@ pub fn dry_run(
         .enable_all()
         .build()
         .map_err(|e| anyhow::anyhow!("starting an IO runtime: {e}"))?;
-    Ok(rt.block_on(view(bmc, curve, target, timeout)))
+    Ok(rt.block_on(view(bmc, curve, None, target, timeout)))
 }
 
 #[cfg(test)]

@@ -14,8 +14,9 @@
 //!
 //! One poll: a session from the shared [`LanPool`] (a few UDP sockets for the whole
 //! fleet), Get Device ID (the vendor is recorded at first contact), the sensors (the SDR
-//! cached per BMC, see [`SensorCache`]), Get Chassis Status, the SEL from the entry
-//! after the last one seen, Close Session.
+//! cached per BMC, see [`SensorCache`]), Get Chassis Status, on Supermicro the fan mode
+//! (`dcmon_bmc_fan_mode{mode}`, the mode's code as value, as the agent's `bmc_fan`
+//! collector writes it), the SEL from the entry after the last one seen, Close Session.
 //!
 //! States, as `dcmon bmc list` and `dcmon_bmc_state{state}` show them:
 //! - `ok`: sensors and SEL read.
@@ -44,7 +45,7 @@ use dcmon_ipmi::client;
 use dcmon_ipmi::cmd::sel::{self, SelEntry};
 use dcmon_ipmi::exporter::{SensorCache, sensor_series};
 use dcmon_ipmi::transport::lan::{LanPool, LanSession};
-use dcmon_ipmi::vendor::Vendor;
+use dcmon_ipmi::vendor::{Vendor, supermicro};
 use dcmon_wire::Labels;
 use rusqlite::{OptionalExtension, params};
 use std::collections::HashMap;
@@ -536,6 +537,24 @@ impl PollJob {
             Err(e) if answered(&e) || matches!(e, IpmiError::Malformed { .. }) => {}
             Err(e) => return Err(fail(e)),
         }
+        if device.vendor() == Vendor::Supermicro {
+            // The fan mode is not in the SDR; the BMC pages and rules want it per BMC,
+            // as the agent's bmc_fan collector gives it for in-band BMCs.
+            let mode = client::call(session, &supermicro::get_fan_mode(), "get fan mode")
+                .await
+                .map(|d| supermicro::parse_fan_mode(&d).ok());
+            match mode {
+                Ok(Some(m)) => {
+                    let code = f64::from(m.code());
+                    self.push(result, "dcmon_bmc_fan_mode", &[("mode", &m.name())], code);
+                }
+                // A board without the OEM command, or an answer we cannot read: no mode
+                // series, no fault.
+                Ok(None) => {}
+                Err(e) if answered(&e) => {}
+                Err(e) => return Err(fail(e)),
+            }
+        }
         match self.read_sel(session, memory.sel).await {
             Ok((entries, position)) => {
                 result.events = entries
@@ -828,5 +847,56 @@ mod tests {
         check(0x01, 4, false, "critical");
         check(0x01, 9, true, "info");
         check(0x6F, 1, false, "info");
+    }
+
+    /// One poll of the simulator's Supermicro BMC: sensors, and the fan mode the SDR
+    /// does not have, as `dcmon_bmc_fan_mode{mode}` with the BMC's labels.
+    #[tokio::test]
+    async fn a_supermicro_poll_carries_the_fan_mode() {
+        use dcmon_ipmi::sim::{Fleet, SimConfig, Vendor as SimVendor};
+        let fleet = Fleet::start(SimConfig::loopback(
+            SimVendor::Supermicro,
+            "admin",
+            "s3cret",
+        ))
+        .await
+        .unwrap();
+        let addr = fleet.addrs()[0];
+        let job = PollJob {
+            target: Arc::new(BmcTarget {
+                id: 1,
+                name: "smc".into(),
+                host: addr.ip().to_string(),
+                port: addr.port(),
+                username: "admin".into(),
+                password: crate::secrets::Secret::new("s3cret"),
+            }),
+            host: Arc::from("smc"),
+            memory: Arc::new(Mutex::new(BmcMemory {
+                sensors: SensorCache::default(),
+                vendor_known: false,
+                failures: 0,
+                sel: None,
+            })),
+            timeout: Duration::from_secs(2),
+            attempts: 2,
+            budget: Duration::from_secs(20),
+        };
+        let pool = LanPool::new(1, false).await.unwrap();
+        let result = job.run(&pool, 0).await;
+        assert_eq!(result.state, PollState::Ok, "{:?}", result.error);
+        let modes: Vec<String> = result
+            .samples
+            .iter()
+            .filter(|(l, _)| l.get("__name__") == Some("dcmon_bmc_fan_mode"))
+            .map(|(l, v)| format!("{:?} {:?} {v}", l.get("mode"), l.get("bmc")))
+            .collect();
+        assert_eq!(
+            modes,
+            [r#"Some("standard") Some("smc") 0"#],
+            "{:?}",
+            result.samples
+        );
+        fleet.shutdown().await;
     }
 }

@@ -4,7 +4,7 @@
 
 use super::ApiError;
 use crate::auth::Principal;
-use crate::bmcs::{BmcError, BmcRecord, NewBmc};
+use crate::bmcs::{BmcCheck, BmcError, BmcRecord, NewBmc, check_bmc};
 use crate::secrets::SecretBox;
 use crate::state::AppState;
 use axum::Extension;
@@ -12,6 +12,10 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use std::time::Duration;
+
+/// How long `POST .../check` waits for the BMC per exchange.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs a blocking inventory operation with the installation's secret key. The key is
 /// read per request (a small file), so a key restored while the server runs is used at once.
@@ -36,6 +40,13 @@ pub(super) fn bmc_error(e: BmcError) -> ApiError {
             ApiError::new(StatusCode::NOT_FOUND, "not_found", e.to_string())
         }
         e @ BmcError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "exists", e.to_string()),
+        e @ BmcError::Unreachable { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "unreachable", e.to_string())
+        }
+        e @ BmcError::AuthFailed { .. } => {
+            ApiError::new(StatusCode::BAD_GATEWAY, "auth_failed", e.to_string())
+        }
+        e @ BmcError::Ipmi { .. } => ApiError::new(StatusCode::BAD_GATEWAY, "ipmi", e.to_string()),
         // A missing or wrong key is the installation's problem, not the request's.
         e => ApiError::internal(e),
     }
@@ -94,4 +105,29 @@ pub(super) async fn import(
         StatusCode::CREATED,
         Json(serde_json::json!({ "imported": added.len(), "bmcs": added })),
     ))
+}
+
+/// `POST /api/bmcs/{name}/check` (operator): logs in to the BMC with its stored
+/// credentials and asks Get Device ID (`dcmon bmc check`), recording the vendor found.
+/// Audited (`bmc.check`) with the outcome. A BMC that does not answer or refuses the
+/// login is 502 `unreachable` / `auth_failed` with the reason, never a server error.
+pub(super) async fn check(
+    State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Json<BmcCheck>, ApiError> {
+    let db = state.control.clone();
+    let result = with_secrets(&state, move |s| {
+        let result = check_bmc(&db, s, &name, CHECK_TIMEOUT);
+        let outcome = match &result {
+            Ok(c) => format!("ok vendor={} firmware={}", c.vendor, c.firmware),
+            Err(BmcError::NotFound(_)) => return result,
+            Err(e) => format!("failed: {e}"),
+        };
+        db.audit(&who.name, "bmc.check", &name, &outcome, None)
+            .map_err(BmcError::Store)?;
+        result
+    })
+    .await;
+    result.map(Json)
 }

@@ -26,6 +26,15 @@ fn no_curve(name: &str) -> ApiError {
     )
 }
 
+/// A curve configuration from a request body, or why it is none.
+fn curve_body(body: &[u8]) -> Result<CurveConfig, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "fan curve body: {e}; expected {{\"preset\": \"zephyr\"}} or {{\"interval_s\": 30, \"zones\": [{{\"zone\": 0, \"points\": [[40, 25], [70, 100]]}}]}}"
+        ))
+    })
+}
+
 /// `GET /api/bmcs/{name}/curve` (viewer).
 pub(super) async fn get_curve(
     State(state): State<AppState>,
@@ -54,11 +63,7 @@ pub(super) async fn put_curve(
     Query(params): Query<PutParams>,
     body: Bytes,
 ) -> Result<Json<StoredCurve>, ApiError> {
-    let config: CurveConfig = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::bad_request(format!(
-            "fan curve body: {e}; expected {{\"preset\": \"zephyr\"}} or {{\"interval_s\": 30, \"zones\": [{{\"zone\": 0, \"points\": [[40, 25], [70, 100]]}}]}}"
-        ))
-    })?;
+    let config = curve_body(&body)?;
     let db = state.control.clone();
     let enabled = params.enabled.unwrap_or(true);
     let stored = super::run_blocking(
@@ -93,7 +98,24 @@ pub(super) async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
 ) -> Result<Json<FanView>, ApiError> {
-    let view = fan_view(&state, name, BMC_TIMEOUT)
+    let view = fan_view(&state, name, None, BMC_TIMEOUT)
+        .await
+        .map_err(bmc_error)?;
+    Ok(Json(view))
+}
+
+/// `POST /api/bmcs/{name}/fans/preview` (operator): the body is a curve configuration,
+/// not stored; the answer is [`status`]'s with that curve's decision on what the BMC
+/// reads now (what it would set and why), or its problems for this vendor in
+/// `curve_error`. Nothing is written to the BMC or the store. Operator, like changing
+/// the curve, since it is the editor's step before saving.
+pub(super) async fn preview(
+    State(state): State<AppState>,
+    Path(name): Path<String>,
+    body: Bytes,
+) -> Result<Json<FanView>, ApiError> {
+    let config = curve_body(&body)?;
+    let view = fan_view(&state, name, Some(config), BMC_TIMEOUT)
         .await
         .map_err(bmc_error)?;
     Ok(Json(view))

@@ -237,10 +237,16 @@ fn api_routes() -> Vec<Route> {
         Route::post("/api/bmcs", Api(Admin), bmcs::create),
         Route::post("/api/bmcs/import", Api(Admin), bmcs::import),
         Route::delete("/api/bmcs/{name}", Api(Admin), bmcs::remove),
+        Route::post("/api/bmcs/{name}/check", Api(Operator), bmcs::check),
         Route::get("/api/bmcs/{name}/curve", Api(Viewer), fans::get_curve),
         Route::put("/api/bmcs/{name}/curve", Api(Operator), fans::put_curve),
         Route::delete("/api/bmcs/{name}/curve", Api(Operator), fans::delete_curve),
         Route::get("/api/bmcs/{name}/fans", Api(Viewer), fans::status),
+        Route::post(
+            "/api/bmcs/{name}/fans/preview",
+            Api(Operator),
+            fans::preview,
+        ),
     ]
 }
 

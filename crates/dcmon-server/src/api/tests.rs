@@ -1038,6 +1038,82 @@ async fn fan_curves_viewer_reads_operator_changes_and_bad_curves_are_refused() {
     );
 }
 
+/// `POST /api/bmcs/{name}/check` against the simulator's BMC over RMCP+: operators may
+/// ask, the vendor is recorded, a refused login and an unknown BMC answer as such, and
+/// every check is audited with its outcome. The curve preview is the editor's: operator
+/// only, and a body that is no curve is refused before the BMC is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bmc_check_logs_in_records_the_vendor_and_is_audited() {
+    use dcmon_ipmi::sim::{Fleet, SimConfig, Vendor as SimVendor};
+    let h = Harness::new(Approval::Auto);
+    let (viewer, operator) = (h.token(Role::Viewer), h.token(Role::Operator));
+    let fleet = Fleet::start(SimConfig::loopback(
+        SimVendor::Supermicro,
+        "admin",
+        "s3cret",
+    ))
+    .await
+    .unwrap();
+    let secrets = crate::secrets::SecretBox::open_with(&h.state.config().data_dir, None).unwrap();
+    for (name, password) in [("sim", "s3cret"), ("wrong", "not-it")] {
+        let new = crate::bmcs::NewBmc {
+            name: name.into(),
+            address: fleet.addrs()[0].to_string(),
+            user: "admin".into(),
+            password: crate::secrets::Secret::new(password),
+            interval: None,
+            agent: None,
+            vendor: None,
+        };
+        h.state.control.add_bmc(&secrets, &new, "t").unwrap();
+    }
+    let post = |path: &str, token: &str, body: &str| {
+        Request::builder()
+            .method("POST")
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let (s, _) = h.send(post("/api/bmcs/sim/check", &viewer, "")).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h.send(post("/api/bmcs/sim/check", &operator, "")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["vendor"], "supermicro", "{v}");
+    assert_eq!(
+        h.state.control.bmc("sim").unwrap().vendor.as_deref(),
+        Some("supermicro")
+    );
+    let (s, v) = h.send(post("/api/bmcs/wrong/check", &operator, "")).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::BAD_GATEWAY, Some("auth_failed")),
+        "{v}"
+    );
+    assert!(!v["message"].as_str().unwrap().contains("not-it"), "{v}");
+    let (s, _) = h.send(post("/api/bmcs/nobody/check", &operator, "")).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let audit = h.state.control.audit_tail(20).unwrap();
+    let checks: Vec<_> = audit
+        .iter()
+        .filter(|e| e.action == "bmc.check")
+        .map(|e| (e.target.as_str(), e.detail.split(' ').next().unwrap_or("")))
+        .collect();
+    assert_eq!(checks, [("wrong", "failed:"), ("sim", "ok")], "{audit:?}");
+
+    let preview = "/api/bmcs/sim/fans/preview";
+    let flat = r#"{"zones": [{"zone": 0, "points": [[20, 60]]}]}"#;
+    let (s, _) = h.send(post(preview, &viewer, flat)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h.send(post(preview, &operator, r#"{"zones": 3}"#)).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = h.send(post(preview, &operator, flat)).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["decision"]["duties"][0]["duty_percent"], 60, "{v}");
+    assert!(v["curve"].is_null(), "nothing was stored: {v}");
+    fleet.shutdown().await;
+}
+
 #[tokio::test]
 async fn agent_events_are_checked_stored_once_and_fan_writes_audited_once() {
     use dcmon_wire::api::PATH_EVENTS;

@@ -183,11 +183,46 @@ async fn the_loop_controls_a_simulated_bmc_fails_safe_and_hands_back() {
         Some("supermicro"),
         "detected and recorded"
     );
-    let view = fan_view(&state, "sim".into(), Duration::from_secs(5))
+    let view = fan_view(&state, "sim".into(), None, Duration::from_secs(5))
         .await
         .unwrap();
     assert!(view.reachable, "{view:?}");
     assert_eq!(view.mode.as_deref(), Some("full"));
+    let fan1 = view.fans.iter().find(|f| f.name == "FAN1").unwrap();
+    assert!(
+        fan1.limits
+            .lower_critical
+            .is_some_and(|c| c > 0.0 && c < fan1.rpm),
+        "the SDR's lower thresholds come with each fan: {fan1:?}"
+    );
+    // A preview decides with the proposed curve, and refuses what the vendor refuses.
+    let flat: CurveConfig = serde_json::from_value(serde_json::json!({
+        "interval_s": 1, "zones": [{"zone": 0, "points": [[20, 77]]}]
+    }))
+    .unwrap();
+    let preview = fan_view(&state, "sim".into(), Some(flat), Duration::from_secs(5))
+        .await
+        .unwrap();
+    let duties = preview.decision.map(|d| d.duties).unwrap_or_default();
+    assert!(
+        duties.iter().any(|d| d.zone == 0 && d.duty_percent == 77),
+        "{duties:?}"
+    );
+    let low: CurveConfig = serde_json::from_value(serde_json::json!({
+        "zones": [{"zone": 0, "points": [[20, 15]]}]
+    }))
+    .unwrap();
+    let preview = fan_view(&state, "sim".into(), Some(low), Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(
+        preview
+            .curve_error
+            .as_deref()
+            .is_some_and(|e| e.contains("below Supermicro's minimum")),
+        "{:?}",
+        preview.curve_error
+    );
     assert!(
         view.temperatures
             .iter()

@@ -29,8 +29,8 @@ struct NavItem {
     min: Role,
 }
 
-/// The whole navigation, in order. One list, so later pages (Alerts, BMCs) are one more
-/// entry here with their role.
+/// The whole navigation, in order. One list, so later pages (Alerts) are one more entry
+/// here with their role.
 const NAV: &[NavItem] = &[
     NavItem {
         href: "/",
@@ -40,6 +40,11 @@ const NAV: &[NavItem] = &[
     NavItem {
         href: "/agents",
         label: "Agents",
+        min: Role::Viewer,
+    },
+    NavItem {
+        href: "/bmcs",
+        label: "BMCs",
         min: Role::Viewer,
     },
     NavItem {

@@ -29,6 +29,8 @@ pub fn routes() -> Vec<Route> {
         Route::get("/", Page(Viewer), fleet),
         Route::get("/machines/{host}", Page(Viewer), machine),
         Route::get("/agents", Page(Viewer), agents),
+        Route::get("/bmcs", Page(Viewer), bmcs),
+        Route::get("/bmcs/{name}", Page(Viewer), bmc),
         Route::get("/users", Page(Admin), users),
         Route::get("/tokens", Page(Viewer), tokens),
         Route::get("/audit", Page(Admin), audit),
@@ -127,6 +129,14 @@ async fn agents(State(state): State<AppState>, Extension(p): Extension<Principal
         &public_url,
         &state.tls_fingerprint,
     ))
+}
+
+async fn bmcs(Extension(p): Extension<Principal>) -> Response {
+    html(pages::bmcs(&user(&p)))
+}
+
+async fn bmc(Extension(p): Extension<Principal>, Path(name): Path<String>) -> Response {
+    html(pages::bmc(&user(&p), &name))
 }
 
 async fn users(Extension(p): Extension<Principal>) -> Response {

@@ -220,6 +220,89 @@ pub fn agents(user: &PageUser<'_>, public_url: &str, fingerprint: &str) -> Marku
     page(user, "/agents", "Agents", "js/agents.js", false, main)
 }
 
+/// `/bmcs`: the BMC inventory with its poll state; adding and removing for admins, a
+/// connectivity check for operators.
+pub fn bmcs(user: &PageUser<'_>) -> Markup {
+    let check = user.may(Role::Operator);
+    let admin = user.may(Role::Admin);
+    let main = html! {
+        main #main .main data-can-check=(check) data-can-admin=(admin) {
+            div.toolbar {
+                h1 { "BMCs" }
+                span #bmcs-count .dim {}
+                div.spacer {}
+                input #bmcs-filter type="search" placeholder="Filter by name, address, agent or state" aria-label="Filter BMCs";
+                span #bmcs-updated .dim {}
+            }
+            section.panel {
+                div.table-scroll {
+                    table.list #bmcs-table {
+                        thead { tr {
+                            th { "Name" } th { "Address" } th { "Vendor" } th { "Agent" }
+                            th { "State" } th.num { "Failures" } th { "Last poll" } th { "Fan mode" }
+                            th { "Interval" }
+                            @if check { th { "Actions" } }
+                        } }
+                        tbody #bmcs-body {}
+                    }
+                }
+            }
+            @if admin {
+                section.panel {
+                    h2 { "Add a BMC" }
+                    p.dim { "Polled over IPMI 2.0 (RMCP+) from this server. The password is stored encrypted and never shown again." }
+                    form #bmc-form .form-row aria-label="Add a BMC" {
+                        label { "Name" input name="name" required autocomplete="off" autocapitalize="none" spellcheck="false"; }
+                        label { "Address" input name="address" required autocomplete="off" autocapitalize="none" spellcheck="false" placeholder="10.0.0.5"; }
+                        label { "Port" input name="port" type="number" min="1" max="65535" value="623"; }
+                        label { "User" input name="user" required autocomplete="off" autocapitalize="none" spellcheck="false"; }
+                        label { "Password" input name="password" type="password" required autocomplete="new-password"; }
+                        label { "Interval (s)" input name="interval_s" type="number" min="10" max="86400" value="300"; }
+                        button.primary type="submit" { "Add BMC" }
+                    }
+                    div #bmc-form-error aria-live="polite" {}
+                }
+            }
+        }
+    };
+    page(user, "/bmcs", "BMCs", "js/bmcs.js", false, main)
+}
+
+/// `/bmcs/{name}`: the BMC's fans now (refreshed), charts of its fan speeds and
+/// temperatures, and its fan curve: an editor for operators, read only for viewers.
+pub fn bmc(user: &PageUser<'_>, name: &str) -> Markup {
+    let write = user.may(Role::Operator);
+    let main = html! {
+        main #main .main data-bmc=(name) data-can-write=(write) {
+            div.toolbar {
+                h1 { (name) }
+                a href="/bmcs" { "BMCs" }
+                span #bmc-reach {}
+                div.spacer {}
+                span #fans-updated .dim aria-live="off" {}
+            }
+            section.panel #bmc-info aria-label="BMC" { span.dim { "Loading..." } }
+            h2.section-title { "Fans now" }
+            section.panel #fan-status aria-live="polite" { span.dim { "Asking the BMC..." } }
+            h2.section-title { "Last hour" }
+            div.toolbar {
+                span #range-label .dim {}
+                div.spacer {}
+                button #charts-reset type="button" { "Last hour" }
+            }
+            div.charts #charts-bmc {}
+            h2.section-title { "Fan curve" }
+            section.panel #curve aria-label="Fan curve" {
+                @if !write {
+                    p.dim { "Read only: changing the curve needs the operator role." }
+                }
+                div #curve-body { span.dim { "Loading..." } }
+            }
+        }
+    };
+    page(user, "/bmcs", name, "js/bmc.js", true, main)
+}
+
 fn role_options(up_to: Role) -> Markup {
     html! {
         @for r in [Role::Viewer, Role::Operator, Role::Admin] {

@@ -20,6 +20,8 @@ fn every_page(role: Role) -> Vec<(&'static str, String)> {
             "agents",
             pages::agents(&u, "https://dc:8443", "SHA256:abc").into_string(),
         ),
+        ("bmcs", pages::bmcs(&u).into_string()),
+        ("bmc", pages::bmc(&u, "rack1-smc").into_string()),
         ("users", pages::users(&u).into_string()),
         ("tokens", pages::tokens(&u).into_string()),
         ("audit", pages::audit(&u).into_string()),
@@ -50,17 +52,25 @@ fn navigation_shows_only_what_the_role_may_open() {
     };
     check(
         Role::Viewer,
-        &["/", "/agents", "/tokens", "/settings"],
+        &["/", "/agents", "/bmcs", "/tokens", "/settings"],
         &["/users", "/audit"],
     );
     check(
         Role::Operator,
-        &["/", "/agents", "/tokens", "/settings"],
+        &["/", "/agents", "/bmcs", "/tokens", "/settings"],
         &["/users", "/audit"],
     );
     check(
         Role::Admin,
-        &["/", "/agents", "/users", "/tokens", "/audit", "/settings"],
+        &[
+            "/",
+            "/agents",
+            "/bmcs",
+            "/users",
+            "/tokens",
+            "/audit",
+            "/settings",
+        ],
         &[],
     );
 }
@@ -214,4 +224,132 @@ fn only_paths_on_this_server_are_followed_after_sign_in() {
     assert_eq!(to(Some("/x\r\nSet-Cookie: a=b")), "/");
     assert_eq!(to(Some("//evil.example")), "/");
     assert_eq!(to(None), "/");
+}
+
+#[test]
+fn bmcs_sit_between_agents_and_users_in_the_navigation_and_stay_marked_on_a_bmc() {
+    let html = pages::bmc(&user(Role::Admin), "rack1-smc").into_string();
+    let at = |href: &str| html.find(&format!("href=\"{href}\"")).unwrap();
+    assert!(at("/agents") < at("/bmcs") && at("/bmcs") < at("/users"));
+    assert!(
+        html.contains(r#"<a href="/bmcs" aria-current="page">BMCs</a>"#),
+        "{html}"
+    );
+}
+
+#[test]
+fn bmc_controls_only_for_roles_that_may_use_them() {
+    let bmcs = |r| pages::bmcs(&user(r)).into_string();
+    // Viewers see the inventory; operators may check connectivity; admins add and remove.
+    let viewer = bmcs(Role::Viewer);
+    assert!(viewer.contains(r#"data-can-check="false""#) && !viewer.contains("bmc-form"));
+    assert!(!viewer.contains("<th>Actions</th>"));
+    let operator = bmcs(Role::Operator);
+    assert!(
+        operator.contains(r#"data-can-check="true""#)
+            && operator.contains(r#"data-can-admin="false""#)
+    );
+    assert!(!operator.contains("bmc-form"));
+    let admin = bmcs(Role::Admin);
+    assert!(admin.contains(r#"data-can-admin="true""#) && admin.contains(r#"id="bmc-form""#));
+    // The form asks for a password but the page never carries one back.
+    assert!(admin.contains(r#"name="password" type="password""#));
+    let bmc = |r| pages::bmc(&user(r), "rack1-smc").into_string();
+    assert!(bmc(Role::Viewer).contains(r#"data-can-write="false""#));
+    assert!(bmc(Role::Viewer).contains("Read only"));
+    assert!(bmc(Role::Operator).contains(r#"data-can-write="true""#));
+    assert!(!bmc(Role::Operator).contains("Read only"));
+}
+
+#[test]
+fn bmc_page_is_a_shell_with_charts_and_its_name_escaped() {
+    let html = pages::bmc(&user(Role::Viewer), "<b>x</b>\"").into_string();
+    assert!(!html.contains("<b>x"), "{html}");
+    assert!(html.contains("&lt;b&gt;x&lt;/b&gt;&quot;"));
+    let html = pages::bmc(&user(Role::Viewer), "rack1-smc").into_string();
+    for id in ["fan-status", "charts-bmc", "curve-body", "bmc-info"] {
+        assert!(html.contains(&format!("id=\"{id}\"")), "{id}");
+    }
+    assert!(html.contains("uPlot.iife.min.js") && html.contains("js/bmc.js"));
+}
+
+/// The BMC pages through the real router: their access policy (sign-in first, every
+/// role may look) and the page each role gets.
+#[tokio::test]
+async fn bmc_pages_are_served_to_signed_in_users_and_send_others_to_sign_in() {
+    use crate::config::ServerConfig;
+    use crate::control::{ControlDb, now_ms};
+    use crate::state::{AppState, SystemClock};
+    use axum::body::Body;
+    use axum::extract::ConnectInfo;
+    use axum::http::{Request, StatusCode, header};
+    use http_body_util::BodyExt;
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+    use tower::ServiceExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServerConfig {
+        data_dir: dir.path().to_owned(),
+        ..Default::default()
+    };
+    let control = ControlDb::open(dir.path()).unwrap();
+    let tsdb = dcmon_tsdb::Tsdb::open(&dir.path().join("tsdb")).unwrap();
+    let state = AppState::new(config, control, tsdb, Arc::new(SystemClock), "x".into());
+    let get = |path: &str, session: Option<&str>| {
+        let mut b = Request::builder().uri(path);
+        if let Some(id) = session {
+            b = b.header(header::COOKIE, format!("dcmon_session={id}"));
+        }
+        let mut req = b.body(Body::empty()).unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
+        let app = crate::api::app(state.clone());
+        async move {
+            let resp = app.oneshot(req).await.unwrap();
+            let status = resp.status();
+            let location = resp
+                .headers()
+                .get(header::LOCATION)
+                .map(|v| v.to_str().unwrap().to_owned());
+            let body = resp.into_body().collect().await.unwrap().to_bytes();
+            (status, location, String::from_utf8(body.to_vec()).unwrap())
+        }
+    };
+    for path in ["/bmcs", "/bmcs/rack1-smc"] {
+        let (status, location, _) = get(path, None).await;
+        assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
+        assert!(
+            location.unwrap().starts_with("/login?next=%2Fbmcs"),
+            "{path}"
+        );
+    }
+    let now = now_ms();
+    for (name, role) in [
+        ("vera", Role::Viewer),
+        ("otto", Role::Operator),
+        ("ada", Role::Admin),
+    ] {
+        state
+            .control
+            .create_user(name, role, "a long enough password", "test", None, now)
+            .unwrap();
+        let session = state.control.create_session(name, now, None).unwrap();
+        let (status, _, html) = get("/bmcs", Some(&session.id)).await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        assert!(html.contains(r#"id="bmcs-table""#), "{name}");
+        assert!(
+            html.contains(&session.csrf),
+            "{name}: the page carries its CSRF token"
+        );
+        assert_eq!(html.contains("bmc-form"), role == Role::Admin, "{name}");
+        let (status, _, html) = get("/bmcs/rack1-smc", Some(&session.id)).await;
+        assert_eq!(status, StatusCode::OK, "{name}");
+        assert!(html.contains(r#"data-bmc="rack1-smc""#), "{name}");
+        assert_eq!(
+            html.contains(r#"data-can-write="true""#),
+            role >= Role::Operator,
+            "{name}"
+        );
+    }
 }

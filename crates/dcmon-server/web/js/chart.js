@@ -102,7 +102,8 @@ export class Chart {
           label: (q.name || defaultName)(s.metric),
           stroke: color,
           width: 1.5,
-          points: { show: false },
+          // A series that has only just begun has too few points for a line to show.
+          points: { show: values.filter((y) => y !== null).length < 3, fill: color },
           // Under the cursor its value; otherwise the newest one, as a current reading.
           value: (u, v, sidx, idx) => fmtValue(idx === null || idx === undefined ? last : v, this.spec.unit),
         });

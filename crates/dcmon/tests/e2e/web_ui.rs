@@ -13,9 +13,13 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Failed sign-ins before a lock-out, set low so the scenario is short.
 const LOCKOUT_FAILURES: u32 = 3;
 
+/// Browser scenarios run one at a time: each drives a Chromium against its own server,
+/// which is heavy for a small test machine, and they share the screenshot folder.
+pub(super) static BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The cargo target dir (`<target>/debug/dcmon` → `<target>`), where `cargo xtask test`
 /// installs playwright-core (`web-tests/`) and where screenshots go (`screenshots/`).
-fn target_dir() -> PathBuf {
+pub(super) fn target_dir() -> PathBuf {
     dcmon()
         .parent()
         .and_then(|p| p.parent())
@@ -24,7 +28,7 @@ fn target_dir() -> PathBuf {
 }
 
 /// playwright-core's ES module entry, or a failure that says how to get it.
-fn playwright() -> PathBuf {
+pub(super) fn playwright() -> PathBuf {
     let entry = target_dir().join("web-tests/node_modules/playwright-core/index.mjs");
     let mut missing = Vec::new();
     if !std::path::Path::new(CHROMIUM).exists() {
@@ -45,9 +49,23 @@ fn playwright() -> PathBuf {
     entry
 }
 
+/// Removes the screenshots of an earlier run that `mine` says belong to the caller's
+/// scenario, so that a folder holds one run's pictures per scenario.
+pub(super) fn clear_screenshots(dir: &std::path::Path, mine: impl Fn(&str) -> bool) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name().to_str().is_some_and(&mine) {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 #[test]
 fn web_ui_in_chromium_login_fleet_machine_zoom_commands_roles_totp_lockout() {
     let entry = playwright();
+    let _one_browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let server = OperatorServer::start_with(
         dir.path(),
@@ -92,8 +110,9 @@ fn web_ui_in_chromium_login_fleet_machine_zoom_commands_roles_totp_lockout() {
     );
 
     let screenshots = target_dir().join("screenshots");
-    // Only this run's pictures (a failed step leaves `<step>-failed.png`).
-    let _ = std::fs::remove_dir_all(&screenshots);
+    // Only this run's pictures (a failed step leaves `<step>-failed.png`); the BMC
+    // scenario's (`bmc*`) are its own.
+    clear_screenshots(&screenshots, |name| !name.starts_with("bmc"));
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web/ui.mjs");
     let out = Command::new("node")
         .arg(&script)
