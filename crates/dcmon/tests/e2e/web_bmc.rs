@@ -6,9 +6,8 @@
 //! get them (it never passes by skipping).
 
 use super::bmc_sim::Sim;
-use super::web_ui::{BROWSER, clear_screenshots, playwright, target_dir};
+use super::web_ui::{BROWSER, first_admin, playwright, run_scenarios};
 use super::{OperatorServer, dcmon, run, stdout};
-use std::path::PathBuf;
 use std::process::Command;
 
 const POLL_CONFIG: &str = "bmc_poll:\n  timeout: 1s\n  attempts: 2\n  interval_override: 2s\n";
@@ -21,32 +20,13 @@ const DUTY: u8 = 63;
 
 #[test]
 fn web_bmc_in_chromium_inventory_live_fans_refused_and_saved_curve() {
-    let entry = playwright();
+    playwright();
     let _one_browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let server = OperatorServer::start_with(dir.path(), POLL_CONFIG);
     let sim = Sim::start(1, &["--vendor", "supermicro", "--seed", "7"]);
 
-    let admin_token = stdout(&run(Command::new(dcmon()).args([
-        "token",
-        "create",
-        "--role",
-        "admin",
-        "--config",
-        &server.cfg,
-    ])))
-    .trim()
-    .to_owned();
-    let password = "admin-password-1";
-    let (status, body) = server
-        .http
-        .post(
-            &format!("{}/api/users", server.base),
-            &admin_token,
-            &serde_json::json!({"name": "admin", "role": "admin", "password": password}),
-        )
-        .unwrap();
-    assert_eq!(status, 201, "creating the admin: {body}");
+    let (admin_token, password) = first_admin(&server);
     // The same simulated BMC once more, as an HPE iLO by override: the page must say
     // that iLO offers no fan control over IPMI instead of offering an editor.
     let (status, body) = server
@@ -62,37 +42,20 @@ fn web_bmc_in_chromium_inventory_live_fans_refused_and_saved_curve() {
         .unwrap();
     assert_eq!(status, 201, "adding the iLO: {body}");
 
-    let screenshots = target_dir().join("screenshots");
-    clear_screenshots(&screenshots, |name| name.starts_with("bmc"));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web/bmc.mjs");
-    let out = Command::new("node")
-        .arg(&script)
-        .env("DCMON_URL", &server.base)
-        .env("DCMON_ADMIN_USER", "admin")
-        .env("DCMON_ADMIN_PASSWORD", password)
-        .env("DCMON_BMC", BMC)
-        .env("DCMON_HPE_BMC", HPE_BMC)
-        .env("DCMON_BMC_PORT", sim.port.to_string())
-        .env("DCMON_BMC_USER", "admin")
-        .env("DCMON_BMC_PASSWORD", "s3cret")
-        .env("DCMON_DUTY", DUTY.to_string())
-        .env("DCMON_SCREENSHOTS", &screenshots)
-        .env("DCMON_PLAYWRIGHT", &entry)
-        .output()
-        .expect("running node");
-    let log = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    run_scenarios(
+        &server,
+        "bmc.mjs",
+        password,
+        &[
+            ("DCMON_BMC", BMC.to_owned()),
+            ("DCMON_HPE_BMC", HPE_BMC.to_owned()),
+            ("DCMON_BMC_PORT", sim.port.to_string()),
+            ("DCMON_BMC_USER", "admin".to_owned()),
+            ("DCMON_BMC_PASSWORD", "s3cret".to_owned()),
+            ("DCMON_DUTY", DUTY.to_string()),
+        ],
+        |name| name.starts_with("bmc"),
     );
-    assert!(
-        out.status.success(),
-        "BMC page scenarios failed ({}); screenshots in {}:\n{log}\n--- server ---\n{}",
-        out.status,
-        screenshots.display(),
-        server.proc.log()
-    );
-    eprintln!("{log}screenshots in {}", screenshots.display());
 
     // What the browser did, as the server recorded it: the BMC added by the admin, the
     // refused curve never stored, the saved one stored and run, and the BMC's zone at

@@ -62,22 +62,9 @@ pub(super) fn clear_screenshots(dir: &std::path::Path, mine: impl Fn(&str) -> bo
     }
 }
 
-#[test]
-fn web_ui_in_chromium_login_fleet_machine_zoom_commands_roles_totp_lockout() {
-    let entry = playwright();
-    let _one_browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let server = OperatorServer::start_with(
-        dir.path(),
-        &format!(
-            "ui:\n  refresh: 1s\nauth:\n  lockout_failures: {LOCKOUT_FAILURES}\n  login_attempts_per_minute: 1000\n"
-        ),
-    );
-    let host = "webui-gpu01";
-    let agent = Agent::register(&server, &dir.path().join("agent"), host, "interval: 2s\n");
-    let _agent = agent.spawn();
-
-    // The first admin is made with an admin API token, as an installer script would.
+/// The first admin, made with an admin API token as an installer script would: that
+/// token and the admin's password.
+pub(super) fn first_admin(server: &OperatorServer) -> (String, &'static str) {
     let admin_token = stdout(&run(Command::new(dcmon()).args([
         "token",
         "create",
@@ -97,32 +84,34 @@ fn web_ui_in_chromium_login_fleet_machine_zoom_commands_roles_totp_lockout() {
             &serde_json::json!({"name": "admin", "role": "admin", "password": password}),
         )
         .unwrap();
-    assert!(
-        status == 200 || status == 201,
-        "creating the admin: {status} {body}"
-    );
-    wait_for_series(
-        &server.http,
-        &server.base,
-        &server.token,
-        &format!(r#"dcmon_collector_up{{host="{host}"}}"#),
-        Duration::from_secs(30),
-    );
+    assert_eq!(status, 201, "creating the admin: {body}");
+    (admin_token, password)
+}
 
+/// Runs the browser scenarios of `tests/web/<script>` signed in as the first admin, with
+/// `env` besides the common variables; their screenshots replace the earlier ones that
+/// `mine` names. Fails with the scenarios' output and the server's log.
+pub(super) fn run_scenarios(
+    server: &OperatorServer,
+    script: &str,
+    password: &str,
+    env: &[(&str, String)],
+    mine: impl Fn(&str) -> bool,
+) {
+    let entry = playwright();
     let screenshots = target_dir().join("screenshots");
-    // Only this run's pictures (a failed step leaves `<step>-failed.png`); the BMC
-    // scenario's (`bmc*`) are its own.
-    clear_screenshots(&screenshots, |name| !name.starts_with("bmc"));
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/web/ui.mjs");
+    clear_screenshots(&screenshots, mine);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/web")
+        .join(script);
     let out = Command::new("node")
-        .arg(&script)
+        .arg(&path)
         .env("DCMON_URL", &server.base)
         .env("DCMON_ADMIN_USER", "admin")
         .env("DCMON_ADMIN_PASSWORD", password)
-        .env("DCMON_HOST", host)
-        .env("DCMON_LOCKOUT_FAILURES", LOCKOUT_FAILURES.to_string())
         .env("DCMON_SCREENSHOTS", &screenshots)
         .env("DCMON_PLAYWRIGHT", &entry)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("running node");
     let log = format!(
@@ -132,10 +121,47 @@ fn web_ui_in_chromium_login_fleet_machine_zoom_commands_roles_totp_lockout() {
     );
     assert!(
         out.status.success(),
-        "web UI scenarios failed ({}); screenshots in {}:\n{log}\n--- server ---\n{}",
+        "{script} scenarios failed ({}); screenshots in {}:\n{log}\n--- server ---\n{}",
         out.status,
         screenshots.display(),
         server.proc.log()
     );
     eprintln!("{log}screenshots in {}", screenshots.display());
+}
+
+#[test]
+fn web_ui_in_chromium_login_fleet_machine_zoom_commands_roles_totp_lockout() {
+    playwright();
+    let _one_browser = BROWSER.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let server = OperatorServer::start_with(
+        dir.path(),
+        &format!(
+            "ui:\n  refresh: 1s\nauth:\n  lockout_failures: {LOCKOUT_FAILURES}\n  login_attempts_per_minute: 1000\n"
+        ),
+    );
+    let host = "webui-gpu01";
+    let agent = Agent::register(&server, &dir.path().join("agent"), host, "interval: 2s\n");
+    let _agent = agent.spawn();
+
+    let (_, password) = first_admin(&server);
+    wait_for_series(
+        &server.http,
+        &server.base,
+        &server.token,
+        &format!(r#"dcmon_collector_up{{host="{host}"}}"#),
+        Duration::from_secs(30),
+    );
+
+    // The BMC scenario's screenshots (`bmc*`) are its own.
+    run_scenarios(
+        &server,
+        "ui.mjs",
+        password,
+        &[
+            ("DCMON_HOST", host.to_owned()),
+            ("DCMON_LOCKOUT_FAILURES", LOCKOUT_FAILURES.to_string()),
+        ],
+        |name| !name.starts_with("bmc"),
+    );
 }

@@ -10,15 +10,9 @@
 // simulator's, on 127.0.0.1), DCMON_DUTY (the flat duty of the curve to save),
 // DCMON_SCREENSHOTS, DCMON_PLAYWRIGHT (playwright-core's index.mjs).
 
-import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { check, envReader, launch, login as signIn, pageApi } from './lib.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (run through crates/dcmon/tests/e2e/web_bmc.rs)`);
-  return v;
-};
+const env = envReader('crates/dcmon/tests/e2e/web_bmc.rs');
 const BASE = env('DCMON_URL');
 const ADMIN = { user: env('DCMON_ADMIN_USER'), password: env('DCMON_ADMIN_PASSWORD') };
 const BMC = env('DCMON_BMC');
@@ -28,68 +22,14 @@ const BMC_USER = env('DCMON_BMC_USER');
 const BMC_PASSWORD = env('DCMON_BMC_PASSWORD');
 const DUTY = Number(env('DCMON_DUTY'));
 const SHOTS = env('DCMON_SCREENSHOTS');
-const { chromium } = await import(pathToFileURL(env('DCMON_PLAYWRIGHT')).href);
-
-mkdirSync(SHOTS, { recursive: true });
-const pageErrors = [];
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium' });
-
-async function newPage(viewport = { width: 1440, height: 900 }) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
-  const page = await context.newPage();
-  page.setDefaultTimeout(20000);
-  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') console.log(`  [console] ${page.url()}: ${m.text()}`);
-  });
-  return page;
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-let current = null;
-async function step(name, fn) {
-  const started = Date.now();
-  try {
-    await fn();
-    check(pageErrors.length === 0, `errors in the page: ${pageErrors.join('; ')}`);
-    if (current) await current.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
-    console.log(`ok   ${name} (${Date.now() - started} ms)`);
-  } catch (e) {
-    console.log(`FAIL ${name} (${Date.now() - started} ms): ${e.stack || e}`);
-    if (current) await current.screenshot({ path: join(SHOTS, `${name}-failed.png`), fullPage: true }).catch(() => {});
-    await browser.close();
-    process.exit(1);
-  }
-}
-
-async function login(page, who) {
-  await page.goto(`${BASE}/login`);
-  await page.fill('input[name="user"]', who.user);
-  await page.fill('input[name="password"]', who.password);
-  await page.click('button[type="submit"]');
-  await page.waitForURL(`${BASE}/`);
-}
-
-/** A JSON API call from the page, with its session and CSRF token: [status, body]. */
-async function pageApi(page, method, path, body) {
-  return page.evaluate(async ([m, p, b]) => {
-    const csrf = document.querySelector('meta[name="csrf-token"]').content;
-    const r = await fetch(p, {
-      method: m,
-      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
-      body: b === undefined ? undefined : JSON.stringify(b),
-    });
-    const text = await r.text();
-    return [r.status, text ? JSON.parse(text) : null];
-  }, [method, path, body]);
-}
+const run = await launch({ playwright: env('DCMON_PLAYWRIGHT'), shots: SHOTS, strictPages: true });
+const step = (name, fn) => run.step(name, fn);
+const newPage = (viewport) => run.newPage(viewport);
+const login = (page, who) => signIn(BASE, page, who);
 
 const row = `#bmcs-body tr[data-bmc="${BMC}"]`;
 const admin = await newPage();
-current = admin;
+run.current = admin;
 
 await step('bmcs-add', async () => {
   await login(admin, ADMIN);
@@ -235,7 +175,7 @@ await step('bmc-viewer', async () => {
   const [status] = await pageApi(admin, 'POST', '/api/users', { name: 'viewer1', role: 'viewer', password: 'viewer-password-1' });
   check(status === 201, `creating a viewer: ${status}`);
   const viewer = await newPage();
-  current = viewer;
+  run.current = viewer;
   await login(viewer, { user: 'viewer1', password: 'viewer-password-1' });
   await viewer.goto(`${BASE}/bmcs`);
   await viewer.waitForSelector(row);
@@ -247,12 +187,12 @@ await step('bmc-viewer', async () => {
   check(await viewer.inputValue(duty(1)) === String(DUTY), 'the viewer does not see the stored curve');
   check(await viewer.locator('#curve-body button').count() === 0, 'a viewer is offered curve buttons');
   await viewer.context().close();
-  current = admin;
+  run.current = admin;
 });
 
 await step('bmc-phone', async () => {
   const phone = await newPage({ width: 390, height: 844 });
-  current = phone;
+  run.current = phone;
   await login(phone, ADMIN);
   await phone.goto(`${BASE}/bmcs/${BMC}`);
   await phone.waitForSelector('#fans-table tr[data-fan="FAN1"]', { timeout: 30000 });
@@ -261,5 +201,4 @@ await step('bmc-phone', async () => {
   check(overflow <= 1, `the page is ${overflow} px wider than the phone`);
 });
 
-await browser.close();
-check(pageErrors.length === 0, `errors in pages: ${pageErrors.join('; ')}`);
+await run.finish('all BMC page scenarios passed');

@@ -9,64 +9,19 @@
 // index.mjs).
 
 import { createHmac } from 'node:crypto';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { pathToFileURL } from 'node:url';
+import { check, envReader, launch, login as signIn, pageApi } from './lib.mjs';
 
-const env = (name) => {
-  const v = process.env[name];
-  if (!v) throw new Error(`${name} is not set (run through crates/dcmon/tests/e2e/web_ui.rs)`);
-  return v;
-};
+const env = envReader('crates/dcmon/tests/e2e/web_ui.rs');
 const BASE = env('DCMON_URL');
 const ADMIN = { user: env('DCMON_ADMIN_USER'), password: env('DCMON_ADMIN_PASSWORD') };
 const HOST = env('DCMON_HOST');
 const LOCKOUT_FAILURES = Number(env('DCMON_LOCKOUT_FAILURES'));
 const SHOTS = env('DCMON_SCREENSHOTS');
-const { chromium } = await import(pathToFileURL(env('DCMON_PLAYWRIGHT')).href);
-
-mkdirSync(SHOTS, { recursive: true });
-const pageErrors = [];
-const browser = await chromium.launch({ executablePath: '/usr/bin/chromium' });
-
-async function newPage(viewport = { width: 1440, height: 900 }) {
-  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
-  const page = await context.newPage();
-  page.setDefaultTimeout(20000);
-  page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
-  page.on('console', (m) => {
-    if (m.type() === 'error') console.log(`  [console] ${page.url()}: ${m.text()}`);
-  });
-  return page;
-}
-
-function check(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-let current = null;
-async function step(name, fn) {
-  const started = Date.now();
-  try {
-    await fn();
-    if (current) await current.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
-    console.log(`ok   ${name} (${Date.now() - started} ms)`);
-  } catch (e) {
-    console.log(`FAIL ${name} (${Date.now() - started} ms): ${e.stack || e}`);
-    if (current) await current.screenshot({ path: join(SHOTS, `${name}-failed.png`), fullPage: true }).catch(() => {});
-    await browser.close();
-    process.exit(1);
-  }
-}
-
-async function login(page, who, { expectTotp = false } = {}) {
-  await page.goto(`${BASE}/login`);
-  await page.fill('input[name="user"]', who.user);
-  await page.fill('input[name="password"]', who.password);
-  await page.click('button[type="submit"]');
-  if (expectTotp) return;
-  await page.waitForURL(`${BASE}/`);
-}
+const run = await launch({ playwright: env('DCMON_PLAYWRIGHT'), shots: SHOTS });
+const step = (name, fn) => run.step(name, fn);
+const newPage = (viewport) => run.newPage(viewport);
+const login = (page, who, options) => signIn(BASE, page, who, options);
 
 async function logout(page) {
   await page.click('#logout');
@@ -102,7 +57,7 @@ async function waitForFleetRow(page, host) {
 }
 
 const admin = await newPage();
-current = admin;
+run.current = admin;
 
 await step('login', async () => {
   await admin.goto(`${BASE}/`);
@@ -265,15 +220,7 @@ await step('viewer', async () => {
   await admin.waitForSelector('#commands-body tr');
   check(await admin.locator('#command-form').count() === 0, 'viewer is offered the command form');
   // The session may read but not write, even with its CSRF token.
-  const status = await admin.evaluate(async (host) => {
-    const csrf = document.querySelector('meta[name="csrf-token"]').content;
-    const r = await fetch('/api/commands', {
-      method: 'POST',
-      headers: { 'Content-Type': 'application/json', 'X-CSRF-Token': csrf },
-      body: JSON.stringify({ host, kind: 'collect_now' }),
-    });
-    return r.status;
-  }, HOST);
+  const [status] = await pageApi(admin, 'POST', '/api/commands', { host: HOST, kind: 'collect_now' });
   check(status === 403, `viewer's command write answered ${status}`);
 });
 
@@ -404,7 +351,7 @@ await step('audit-paging', async () => {
 
 await step('fleet-phone', async () => {
   const phone = await newPage({ width: 390, height: 844 });
-  current = phone;
+  run.current = phone;
   await login(phone, ADMIN);
   await waitForFleetRow(phone, HOST);
   const width = await phone.evaluate(() => document.documentElement.scrollWidth);
@@ -412,16 +359,11 @@ await step('fleet-phone', async () => {
 });
 
 await step('machine-phone', async () => {
-  await current.goto(`${BASE}/machines/${HOST}`);
-  await current.waitForFunction(() => document.querySelector('main').dataset.loaded);
-  await current.waitForSelector('#charts-system .chart-panel:first-child canvas');
-  const width = await current.evaluate(() => document.documentElement.scrollWidth);
+  await run.current.goto(`${BASE}/machines/${HOST}`);
+  await run.current.waitForFunction(() => document.querySelector('main').dataset.loaded);
+  await run.current.waitForSelector('#charts-system .chart-panel:first-child canvas');
+  const width = await run.current.evaluate(() => document.documentElement.scrollWidth);
   check(width <= 390, `the machine page is ${width} px wide on a 390 px screen`);
 });
 
-await browser.close();
-if (pageErrors.length) {
-  console.log(`FAIL uncaught errors in pages:\n${pageErrors.join('\n')}`);
-  process.exit(1);
-}
-console.log('all web UI scenarios passed');
+await run.finish('all web UI scenarios passed');
