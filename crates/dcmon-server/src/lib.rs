@@ -10,10 +10,12 @@
 //! - [`bmcs`]: the BMC inventory (agentless polling targets, sealed credentials).
 //! - [`poller`]: polls the inventory's BMCs over RMCP+ into the tsdb and the events.
 //! - [`events`]: things that happened once (SEL entries), stored once each.
+//! - [`alerts`]: alert rules, built-ins, silences, channels and the notification outbox.
 //! - [`secrets`]: secrets at rest, sealed with the installation's key.
 //! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
 //! - [`Server`]: starts all of it.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bmcs;
@@ -153,6 +155,7 @@ impl Server {
 
 fn spawn_housekeeping(state: AppState) {
     poller::spawn(state.clone());
+    alerts::spawn(state.clone());
     tokio::spawn(commands::watch(
         state.control.clone(),
         state.commands.clone(),

@@ -4,6 +4,7 @@
 //! everything else needs an API token with a sufficient role.
 
 mod agent;
+mod alerts;
 mod bmcs;
 mod commands;
 mod events;
@@ -120,6 +121,27 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/bmcs/{name}/fans", get(fans::status))
         .route("/api/events", get(events::list))
+        .route("/api/alerts", get(alerts::list))
+        .route("/api/alerts/{id}", get(alerts::get_one))
+        .route("/api/alerts/{id}/ack", post(alerts::ack))
+        .route(
+            "/api/rules",
+            get(alerts::rules_list).post(alerts::rules_add),
+        )
+        .route("/api/rules/import", post(alerts::rules_import))
+        .route("/api/rules/{name}", delete(alerts::rules_remove))
+        .route(
+            "/api/channels",
+            get(alerts::channels_list).post(alerts::channels_add),
+        )
+        .route("/api/channels/{name}", delete(alerts::channels_remove))
+        .route("/api/channels/{name}/test", post(alerts::channels_test))
+        .route(
+            "/api/silences",
+            get(alerts::silences_list).post(alerts::silences_add),
+        )
+        .route("/api/silences/{id}", delete(alerts::silences_remove))
+        .route("/api/notifications", get(alerts::notifications))
         .route("/api/stats", get(stats))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
