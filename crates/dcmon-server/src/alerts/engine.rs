@@ -863,10 +863,10 @@ mod tests {
         let sent = h.notifications();
         // Fired at 30 s; then at most one message per 60 s group interval.
         let summary: Vec<Vec<&str>> = sent.iter().map(statuses).collect();
-        assert!(sent.len() <= 4, "{summary:?}");
-        eprintln!("{summary:?}");
-        assert_eq!(statuses(&sent[0]), ["firing"]);
-        assert!(sent.iter().skip(1).all(|n| n.alerts.len() >= 1));
+        // Fired at 30 s and sent; resolved at 45 s, held to the group interval (90 s);
+        // fired again at 120 s and resolved at 135 s, both within the next interval:
+        // an alert that resolved before its group was due is not news any more.
+        assert_eq!(summary, [vec!["firing"], vec!["resolved"]]);
     }
 
     #[test]
