@@ -1,12 +1,17 @@
-//! Who is calling: users' API tokens (Bearer) with roles, and agents' signed requests.
+//! Who is calling: users (API tokens, session cookies, trusted proxy headers) with
+//! roles, enforced per route by [`enforce`]; and agents' signed requests.
 
-use crate::api::ApiError;
+use crate::api::{Access, ApiError};
 use crate::control::AgentRecord;
 use crate::state::AppState;
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use dcmon_wire::api::{AgentStatus, codes};
 use dcmon_wire::sign;
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 
 /// Roles, least to most privileged.
@@ -40,24 +45,232 @@ impl Role {
     }
 }
 
-/// An authenticated user or automation.
-#[derive(Debug, Clone)]
-pub struct Principal {
-    pub name: String,
-    pub role: Role,
+/// The session cookie: `HttpOnly` (no script reads it), `Secure` (HTTPS only),
+/// `SameSite=Strict` (no other site's page sends it), for the whole server.
+pub const SESSION_COOKIE: &str = "dcmon_session";
+/// Header carrying the CSRF token on state-changing requests of sessions and proxy users.
+pub const CSRF_HEADER: &str = "x-csrf-token";
+/// Headers a trusted reverse proxy sets for the user it authenticated.
+pub const PROXY_USER_HEADER: &str = "x-fleet-auth-user";
+pub const PROXY_ROLE_HEADER: &str = "x-fleet-auth-role";
+
+/// How the caller proved who it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Via {
+    /// `Authorization: Bearer <api token>`.
+    Token,
+    /// The session cookie from `POST /api/session`.
+    Session,
+    /// Headers of a trusted reverse proxy (`auth.trusted_proxies`).
+    Proxy,
 }
 
-/// Checks the `Authorization: Bearer` token and that its role is at least `min`.
-pub async fn require_role(
+/// An authenticated user or automation, put in the request extensions by the route
+/// policy before the handler runs (`Extension<Principal>`).
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// The user; for an API token its owner (`cli:<login>` for CLI-made tokens), or
+    /// `token:<name>` for tokens older than owners.
+    pub name: String,
+    pub role: Role,
+    pub via: Via,
+    /// The CSRF token state-changing requests must echo in `X-CSRF-Token` (sessions and
+    /// proxy users; `None` for API tokens, which browsers never send on their own).
+    pub csrf: Option<String>,
+}
+
+/// `Set-Cookie` value that hands a browser its session.
+pub fn session_cookie(id: &str) -> HeaderValue {
+    HeaderValue::from_str(&format!(
+        "{SESSION_COOKIE}={id}; HttpOnly; Secure; SameSite=Strict; Path=/"
+    ))
+    .unwrap_or_else(|_| clear_session_cookie())
+}
+
+/// `Set-Cookie` value that removes the session cookie.
+pub fn clear_session_cookie() -> HeaderValue {
+    HeaderValue::from_static("dcmon_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0")
+}
+
+/// The session id from the request's `Cookie` headers, if any.
+pub fn session_id(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(name, _)| *name == SESSION_COOKIE)
+        .map(|(_, value)| value.trim())
+        .filter(|v| !v.is_empty())
+}
+
+/// Compares secrets in time independent of where they differ.
+pub(crate) fn same_secret(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The caller, from (in this order) a Bearer token, the session cookie, or trusted
+/// proxy headers (only when the TCP peer `peer` is in `auth.trusted_proxies`).
+/// `Ok(None)`: no credentials (or an expired session). A Bearer header that is not a
+/// valid token is an error rather than falling through to the cookie.
+pub async fn identify(
     state: &AppState,
     headers: &HeaderMap,
-    min: Role,
-) -> Result<Principal, ApiError> {
-    let Some(value) = headers.get(axum::http::header::AUTHORIZATION) else {
-        return Err(ApiError::unauthorized(
-            "authentication required: send `Authorization: Bearer <api token>` (create one with `dcmon token create`)",
-        ));
+    peer: Option<SocketAddr>,
+) -> Result<Option<Principal>, ApiError> {
+    if let Some(value) = headers.get(header::AUTHORIZATION) {
+        return bearer(state, value).map(Some);
+    }
+    if let Some(id) = session_id(headers) {
+        let id = id.to_owned();
+        let db = state.control.clone();
+        let policy = crate::accounts::SessionPolicy::from_config(&state.config().auth);
+        let now = state.clock.now_ms();
+        let user =
+            crate::api::run_blocking(move || db.session(&id, policy, now), ApiError::internal)
+                .await?;
+        if let Some(u) = user {
+            return Ok(Some(Principal {
+                name: u.name,
+                role: u.role,
+                via: Via::Session,
+                csrf: Some(u.csrf),
+            }));
+        }
+    }
+    match peer {
+        Some(peer) if is_trusted_proxy(state, peer.ip()) => proxy_user(state, headers).await,
+        _ => Ok(None),
+    }
+}
+
+fn is_trusted_proxy(state: &AppState, ip: IpAddr) -> bool {
+    let config = state.config();
+    !config.auth.trusted_proxies.is_empty()
+        && config.auth.proxy_nets().iter().any(|n| n.contains(ip))
+}
+
+/// The user a trusted proxy vouches for, if it sent the headers.
+async fn proxy_user(state: &AppState, headers: &HeaderMap) -> Result<Option<Principal>, ApiError> {
+    let Some(user) = headers.get(PROXY_USER_HEADER) else {
+        return Ok(None);
     };
+    let user = user
+        .to_str()
+        .ok()
+        .filter(|u| crate::accounts::check_user_name(u).is_ok())
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "the proxy's X-Fleet-Auth-User header is not a valid user name (1 to 64 letters, digits, '.', '_', '-', '@')",
+            )
+        })?
+        .to_owned();
+    let role_text = headers
+        .get(PROXY_ROLE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let role = Role::parse(role_text.trim()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "unknown_role",
+            format!(
+                "the proxy sent X-Fleet-Auth-Role {role_text:?} for user {user}: not a dcmon role; configure the proxy to send viewer, operator or admin"
+            ),
+        )
+    })?;
+    let key = state.secret_box().await?;
+    let csrf = hex::encode(key.mac(PROXY_CSRF_PURPOSE, user.as_bytes()));
+    Ok(Some(Principal {
+        name: user,
+        role,
+        via: Via::Proxy,
+        csrf: Some(csrf),
+    }))
+}
+
+/// MAC purpose of proxy users' CSRF tokens: stable per user, unforgeable without the key.
+const PROXY_CSRF_PURPOSE: &str = "csrf-proxy-user";
+
+/// The client's address for rate limits and the audit log: the TCP peer, or, when the
+/// peer is a trusted proxy, the last address it appended to `X-Forwarded-For`.
+pub fn client_ip(state: &AppState, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
+    if is_trusted_proxy(state, peer.ip()) {
+        let forwarded = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .next_back();
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    peer.ip()
+}
+
+/// Sign-in attempts per client address in the last minute, in memory: a restart
+/// forgets them, which costs an attacker a restart per minute of guesses. Per-user
+/// lock-out (in the store) is the limit that survives restarts.
+#[derive(Default)]
+pub struct LoginRateLimit {
+    clients: Mutex<HashMap<IpAddr, AttemptWindow>>,
+}
+
+/// One client's attempts within the last minute.
+#[derive(Default)]
+struct AttemptWindow {
+    times: std::collections::VecDeque<i64>,
+    /// A refusal was already reported (audited) in this window.
+    refusal_noted: bool,
+}
+
+/// Addresses tracked before idle ones are dropped.
+const RATE_LIMIT_ADDRESSES: usize = 10_000;
+const RATE_WINDOW_MS: i64 = 60_000;
+
+impl LoginRateLimit {
+    /// Counts an attempt from `ip` at `now_ms`. Refused: `Err((seconds until an attempt
+    /// is allowed again, whether this is the first refusal in a row))`; refusals are not
+    /// counted as attempts.
+    pub fn check(&self, ip: IpAddr, now_ms: i64, per_minute: u32) -> Result<(), (u64, bool)> {
+        let mut clients = self
+            .clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if clients.len() >= RATE_LIMIT_ADDRESSES {
+            clients.retain(|_, w| {
+                w.times
+                    .back()
+                    .is_some_and(|t| now_ms.saturating_sub(*t) < RATE_WINDOW_MS)
+            });
+        }
+        let w = clients.entry(ip).or_default();
+        while w
+            .times
+            .front()
+            .is_some_and(|t| now_ms.saturating_sub(*t) >= RATE_WINDOW_MS)
+        {
+            w.times.pop_front();
+        }
+        if w.times.len() >= per_minute as usize {
+            let oldest = w.times.front().copied().unwrap_or(now_ms);
+            let wait_ms = (oldest + RATE_WINDOW_MS - now_ms).max(1000);
+            let first = !w.refusal_noted;
+            w.refusal_noted = true;
+            return Err(((wait_ms as u64).div_ceil(1000), first));
+        }
+        w.refusal_noted = false;
+        w.times.push_back(now_ms);
+        Ok(())
+    }
+}
+
+/// Checks an `Authorization` header's API token. Answered from memory unless the
+/// control file changed: no blocking-pool hop.
+fn bearer(state: &AppState, value: &HeaderValue) -> Result<Principal, ApiError> {
     let token = value
         .to_str()
         .ok()
@@ -66,30 +279,114 @@ pub async fn require_role(
                 .or_else(|| v.strip_prefix("bearer "))
         })
         .map(str::trim)
-        .ok_or_else(|| ApiError::unauthorized("Authorization header must be `Bearer <api token>`"))?
-        .to_owned();
-    // Answered from memory unless the control file changed: no blocking-pool hop.
+        .ok_or_else(|| {
+            ApiError::unauthorized("Authorization header must be `Bearer <api token>`")
+        })?;
     let record = state
         .control
-        .lookup_api_token(&token)
+        .lookup_api_token(token)
         .map_err(ApiError::internal)?
         .ok_or_else(|| ApiError::unauthorized("API token is not valid (unknown or revoked)"))?;
-    if record.role < min {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            format!(
-                "this needs role {} or higher; the token {:?} has role {}",
-                min.as_str(),
-                record.name,
-                record.role.as_str()
-            ),
-        ));
-    }
+    state.used_token(record.id);
     Ok(Principal {
-        name: format!("token:{}", record.name),
+        name: record
+            .owner
+            .unwrap_or_else(|| format!("token:{}", record.name)),
         role: record.role,
+        via: Via::Token,
+        csrf: None,
     })
+}
+
+/// The route policy, run before every handler (see `api::Route`): Public and Agent
+/// routes pass through (agent handlers verify signatures themselves); Api and Page
+/// routes need a caller with at least the route's role, and a state-changing request
+/// of a session or proxy user needs its CSRF token.
+pub(crate) async fn enforce(
+    State((state, access)): State<(AppState, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let (min, page) = match access {
+        Access::Public | Access::Agent => return next.run(req).await,
+        Access::Api(role) => (role, false),
+        Access::Page(role) => (role, true),
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0);
+    let who = match identify(&state, req.headers(), peer).await {
+        Ok(Some(p)) => p,
+        Ok(None) if page => return login_redirect(req.uri()),
+        Ok(None) => {
+            return ApiError::unauthorized(
+                "sign in first: send `Authorization: Bearer <api token>` (create one with `dcmon token create`) or the session cookie from POST /api/session",
+            )
+            .into_response();
+        }
+        Err(e) if page && e.status == StatusCode::UNAUTHORIZED => {
+            return login_redirect(req.uri());
+        }
+        Err(e) => return e.into_response(),
+    };
+    if who.role < min {
+        let message = format!(
+            "this needs role {} or higher; {} has role {}",
+            min.as_str(),
+            who.name,
+            who.role.as_str()
+        );
+        return if page {
+            forbidden_page(&message)
+        } else {
+            ApiError::new(StatusCode::FORBIDDEN, "forbidden", message).into_response()
+        };
+    }
+    if !req.method().is_safe() && who.via != Via::Token {
+        let sent = req
+            .headers()
+            .get(CSRF_HEADER)
+            .map(HeaderValue::as_bytes)
+            .unwrap_or_default();
+        let expected = who.csrf.as_deref().unwrap_or_default().as_bytes();
+        if expected.is_empty() || !same_secret(sent, expected) {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "csrf",
+                "missing or wrong X-CSRF-Token header: pages send the token from their <meta name=\"csrf-token\">; scripts should use an API token instead of a session",
+            )
+            .into_response();
+        }
+    }
+    req.extensions_mut().insert(who);
+    next.run(req).await
+}
+
+/// 303 to the sign-in page, which sends the user back here afterwards.
+fn login_redirect(uri: &axum::http::Uri) -> Response {
+    let here = uri.path_and_query().map_or("/", |p| p.as_str());
+    let next: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+    (
+        StatusCode::SEE_OTHER,
+        [(header::LOCATION, format!("/login?next={next}"))],
+    )
+        .into_response()
+}
+
+fn forbidden_page(message: &str) -> Response {
+    let escaped = message
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    (
+        StatusCode::FORBIDDEN,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        format!(
+            "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Forbidden - dcmon</title></head><body><h1>Forbidden</h1><p>{escaped}</p><p><a href=\"/\">Back to the fleet</a></p></body></html>"
+        ),
+    )
+        .into_response()
 }
 
 /// Nonces seen within the skew window, per agent: a replayed request is refused even

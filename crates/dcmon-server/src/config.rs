@@ -24,6 +24,8 @@ pub struct ServerConfig {
     pub limits: LimitsConfig,
     pub log: LogConfig,
     pub bmc_poll: BmcPollConfig,
+    pub ui: UiConfig,
+    pub auth: AuthConfig,
     pub alerts: AlertsConfig,
 }
 
@@ -113,6 +115,49 @@ pub struct BmcPollConfig {
     /// production.
     #[serde(default, with = "humantime_serde")]
     pub interval_override: Option<Duration>,
+}
+
+/// The web UI's fleet table.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// How often the fleet table's live stream sends what changed.
+    #[serde(with = "humantime_serde")]
+    pub refresh: Duration,
+    /// A machine whose last push is older than this shows as stale.
+    #[serde(with = "humantime_serde")]
+    pub stale_after: Duration,
+    /// A machine whose last push is older than this shows as offline.
+    #[serde(with = "humantime_serde")]
+    pub offline_after: Duration,
+    /// Colour thresholds per fleet column (`cpu_temp`, `cpu_pct`, `vrm_temp`, `gpu_temp`,
+    /// `gpu_power`, `gpu_limit`, `gpu_fan`, `ram_pct`, `root_pct`, `docker_pct`): three
+    /// ascending values `[green_from, yellow_from, red_from]`; below the first is blue.
+    /// A column without thresholds is not coloured. Replaces the defaults per column.
+    pub thresholds: std::collections::BTreeMap<String, [f64; 3]>,
+}
+
+/// Users' sign-in: sessions, lock-out, login rate limit, reverse-proxy header auth.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// A session unused for this long ends (the user signs in again).
+    #[serde(with = "humantime_serde")]
+    pub session_idle: Duration,
+    /// A session ends this long after sign-in, however busy, so a stolen cookie expires.
+    #[serde(with = "humantime_serde")]
+    pub session_max: Duration,
+    /// Consecutive failed sign-ins after which a user is locked out.
+    pub lockout_failures: u32,
+    /// How long a lock-out lasts (an admin's `PUT /api/users/{name}` with `unlock`, or
+    /// `dcmon user passwd`, ends it sooner).
+    pub lockout_minutes: u32,
+    /// Sign-in attempts accepted per client address per minute (any user); more get 429.
+    pub login_attempts_per_minute: u32,
+    /// Reverse proxies (IP addresses or CIDR ranges) whose `X-Fleet-Auth-User` and
+    /// `X-Fleet-Auth-Role` headers are trusted as the signed-in user. Headers from any
+    /// other address are ignored. Empty: header auth is off.
+    pub trusted_proxies: Vec<String>,
 }
 
 /// Alert rules and notifications (DESIGN §7). Rules, channels and silences live in the
@@ -207,8 +252,91 @@ impl Default for ServerConfig {
             limits: LimitsConfig::default(),
             log: LogConfig::default(),
             bmc_poll: BmcPollConfig::default(),
+            ui: UiConfig::default(),
+            auth: AuthConfig::default(),
             alerts: AlertsConfig::default(),
         }
+    }
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            refresh: Duration::from_secs(5),
+            stale_after: Duration::from_secs(60),
+            offline_after: Duration::from_secs(180),
+            thresholds: std::collections::BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            session_idle: Duration::from_secs(12 * 3600),
+            session_max: Duration::from_secs(7 * 86_400),
+            lockout_failures: 5,
+            lockout_minutes: 15,
+            login_attempts_per_minute: 10,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+impl AuthConfig {
+    /// The trusted proxy ranges (entries that do not parse are refused by `validate`).
+    pub fn proxy_nets(&self) -> Vec<IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|s| IpNet::parse(s).ok())
+            .collect()
+    }
+}
+
+/// An IP address range: an address and a prefix length (a bare address is /32 or /128).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: std::net::IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// `10.0.0.5`, `10.0.0.0/8`, `::1`, `fd00::/8`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.trim();
+        let (addr, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let addr: std::net::IpAddr = addr.parse().map_err(|_| {
+            format!("{text:?} is not an IP address or CIDR range (e.g. 10.0.0.5 or 10.0.0.0/24)")
+        })?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{text:?}: prefix length must be 0 to {max}"))?,
+        };
+        Ok(Self { addr, prefix })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        use std::net::IpAddr::{V4, V6};
+        // An IPv4 peer on a dual-stack socket arrives as ::ffff:a.b.c.d.
+        let ip = match ip {
+            V6(v6) => v6.to_ipv4_mapped().map_or(ip, V4),
+            v4 => v4,
+        };
+        let (net, ip, width) = match (self.addr, ip) {
+            (V4(n), V4(i)) => (u128::from(u32::from(n)), u128::from(u32::from(i)), 32),
+            (V6(n), V6(i)) => (u128::from(n), u128::from(i), 128),
+            _ => return false,
+        };
+        let host_bits = width - u32::from(self.prefix);
+        host_bits >= 128 || (net >> host_bits) == (ip >> host_bits)
     }
 }
 
@@ -288,6 +416,10 @@ pub const ENV_OVERRIDES: &[(&str, &str)] = &[
         "DCMON_LIMITS_MAX_SERIES_PER_HOST",
         "limits.max_series_per_host",
     ),
+    ("DCMON_AUTH_SESSION_IDLE", "auth.session_idle"),
+    ("DCMON_AUTH_SESSION_MAX", "auth.session_max"),
+    ("DCMON_AUTH_LOCKOUT_FAILURES", "auth.lockout_failures"),
+    ("DCMON_AUTH_LOCKOUT_MINUTES", "auth.lockout_minutes"),
     ("DCMON_LOG_LEVEL", "log.level"),
     ("DCMON_LOG_FORMAT", "log.format"),
 ];
@@ -416,6 +548,50 @@ impl ServerConfig {
             && (every < Duration::from_secs(1) || every > Duration::from_secs(86_400))
         {
             p.push("bmc_poll.interval_override: must be between 1s and 1d".to_owned());
+        }
+        let ui = &self.ui;
+        if ui.refresh < Duration::from_secs(1) || ui.refresh > Duration::from_secs(300) {
+            p.push("ui.refresh: must be between 1s and 5m".to_owned());
+        }
+        if ui.stale_after < Duration::from_secs(1) || ui.offline_after <= ui.stale_after {
+            p.push(
+                "ui.stale_after, ui.offline_after: stale_after must be at least 1s and offline_after longer than stale_after"
+                    .to_owned(),
+            );
+        }
+        for (key, t) in &ui.thresholds {
+            if !crate::fleet::COLUMNS.iter().any(|c| c.key == key) {
+                let keys: Vec<&str> = crate::fleet::COLUMNS.iter().map(|c| c.key).collect();
+                p.push(format!(
+                    "ui.thresholds.{key}: no such fleet column; columns are {}",
+                    keys.join(", ")
+                ));
+            } else if !(t.iter().all(|v| v.is_finite()) && t[0] < t[1] && t[1] < t[2]) {
+                p.push(format!(
+                    "ui.thresholds.{key}: {t:?} must be three finite, strictly ascending numbers [green_from, yellow_from, red_from]"
+                ));
+            }
+        }
+        let auth = &self.auth;
+        if auth.session_idle < Duration::from_secs(60) {
+            p.push("auth.session_idle: must be at least 1m".to_owned());
+        }
+        if auth.session_max < auth.session_idle {
+            p.push("auth.session_max: must be at least auth.session_idle".to_owned());
+        }
+        if !(1..=100).contains(&auth.lockout_failures) {
+            p.push("auth.lockout_failures: must be between 1 and 100".to_owned());
+        }
+        if !(1..=1440).contains(&auth.lockout_minutes) {
+            p.push("auth.lockout_minutes: must be between 1 and 1440 (one day)".to_owned());
+        }
+        if !(1..=10_000).contains(&auth.login_attempts_per_minute) {
+            p.push("auth.login_attempts_per_minute: must be between 1 and 10000".to_owned());
+        }
+        for (i, entry) in auth.trusted_proxies.iter().enumerate() {
+            if let Err(e) = IpNet::parse(entry) {
+                p.push(format!("auth.trusted_proxies[{i}]: {e}"));
+            }
         }
         p.extend(crate::alerts::validate_config(&self.alerts));
         if self.log.level.trim().is_empty() {
@@ -707,6 +883,71 @@ mod tests {
                 e.contains(&format!("bmc_poll.{key}: must be between")),
                 "{key}: {e}"
             );
+        }
+    }
+
+    #[test]
+    fn fleet_thresholds_name_a_column_and_ascend() {
+        let c = load(
+            "s.yaml",
+            "ui:\n  thresholds:\n    gpu_power: [100, 300, 600]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.ui.thresholds["gpu_power"], [100.0, 300.0, 600.0]);
+        let e = load(
+            "s.yaml",
+            "ui:\n  refresh: 0s\n  thresholds:\n    cpu_temp: [90, 80, 70]\n    gpu_tmp: [1, 2, 3]\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(e.contains("ui.refresh: must be between"), "{e}");
+        assert!(e.contains("ui.thresholds.cpu_temp: [90.0, 80.0, 70.0] must be three finite, strictly ascending"), "{e}");
+        assert!(
+            e.contains(
+                "ui.thresholds.gpu_tmp: no such fleet column; columns are cpu_temp, cpu_pct"
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn auth_settings_are_checked_each_by_name() {
+        let c = load(
+            "s.yaml",
+            "auth:\n  session_idle: 1h\n  trusted_proxies: [10.0.0.5, 192.168.0.0/16, 'fd00::/8']\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.auth.session_idle, Duration::from_secs(3600));
+        assert_eq!(c.auth.lockout_failures, 5);
+        let nets = c.auth.proxy_nets();
+        assert_eq!(nets.len(), 3);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(nets[0].contains(ip("10.0.0.5")));
+        assert!(nets[0].contains(ip("::ffff:10.0.0.5")));
+        assert!(!nets[0].contains(ip("10.0.0.6")));
+        assert!(nets[1].contains(ip("192.168.44.1")));
+        assert!(!nets[1].contains(ip("192.169.0.1")));
+        assert!(nets[2].contains(ip("fd12::1")));
+        assert!(!nets[2].contains(ip("fe80::1")));
+        assert!(IpNet::parse("0.0.0.0/0").unwrap().contains(ip("8.8.8.8")));
+        let e = load(
+            "s.yaml",
+            "auth:\n  session_idle: 10s\n  session_max: 5s\n  lockout_failures: 0\n  lockout_minutes: 0\n  login_attempts_per_minute: 0\n  trusted_proxies: [proxy.local, 10.0.0.0/33]\n",
+            &[],
+        )
+        .unwrap_err();
+        for key in [
+            "auth.session_idle:",
+            "auth.session_max:",
+            "auth.lockout_failures:",
+            "auth.lockout_minutes:",
+            "auth.login_attempts_per_minute:",
+            "auth.trusted_proxies[0]: \"proxy.local\" is not an IP address",
+            "auth.trusted_proxies[1]: \"10.0.0.0/33\": prefix length must be 0 to 32",
+        ] {
+            assert!(e.contains(key), "{key}: {e}");
         }
     }
 

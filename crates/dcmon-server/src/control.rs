@@ -8,7 +8,6 @@
 
 use crate::auth::Role;
 use anyhow::{Context, Result, bail};
-use argon2::password_hash::{PasswordHasher, SaltString};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use dcmon_wire::api::AgentStatus;
@@ -136,6 +135,37 @@ const MIGRATIONS: &[&str] = &[
          updated_ms INTEGER NOT NULL,
          updated_by TEXT NOT NULL
      );",
+    // 6: accounts (see `accounts`): sessions, lock-out, TOTP, recovery codes; token
+    // owners and last use; the audit log becomes append-only and searchable.
+    "CREATE TABLE sessions (
+         id_hash TEXT PRIMARY KEY,
+         user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+         csrf TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         last_seen_ms INTEGER NOT NULL,
+         remote TEXT
+     );
+     CREATE INDEX sessions_user ON sessions (user_id);
+     ALTER TABLE users ADD COLUMN failed_logins INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE users ADD COLUMN locked_until_ms INTEGER;
+     ALTER TABLE users ADD COLUMN totp_secret TEXT;
+     ALTER TABLE users ADD COLUMN totp_pending TEXT;
+     ALTER TABLE users ADD COLUMN totp_last_step INTEGER;
+     CREATE TABLE recovery_codes (
+         user_id INTEGER NOT NULL REFERENCES users(id) ON DELETE CASCADE,
+         code_hash TEXT NOT NULL,
+         used_ms INTEGER,
+         PRIMARY KEY (user_id, code_hash)
+     );
+     ALTER TABLE api_tokens ADD COLUMN owner TEXT;
+     ALTER TABLE api_tokens ADD COLUMN last_used_ms INTEGER;
+     CREATE INDEX audit_log_actor ON audit_log (actor, id);
+     CREATE INDEX audit_log_action ON audit_log (action, id);
+     CREATE INDEX audit_log_ts ON audit_log (ts_ms);
+     CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
+         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
+     CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
+         BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;",
     // 7: alert rules, channels (secrets sealed), silences, alerts with history, and the
     // notification outbox (see `alerts`).
     "CREATE TABLE alert_rules (
@@ -230,7 +260,12 @@ pub struct TokenRecord {
     pub id: i64,
     pub name: String,
     pub role: Role,
+    /// Who created it: a user, or `cli:<login>` for `dcmon token create`; `None` for
+    /// tokens made before owners were recorded.
+    pub owner: Option<String>,
     pub created_ms: i64,
+    /// Last request made with it (recorded at most once a minute).
+    pub last_used_ms: Option<i64>,
     pub revoked: bool,
 }
 
@@ -248,12 +283,34 @@ pub enum EnrollError {
 /// One audit log entry.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct AuditEntry {
+    pub id: i64,
     pub ts_ms: i64,
     pub actor: String,
     pub action: String,
     pub target: String,
     pub detail: String,
+    /// The client's address, when the action came over the network.
+    pub remote: Option<String>,
 }
+
+/// Which audit entries to list: all given conditions hold. Newest first.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFilter {
+    /// Exactly this actor.
+    pub actor: Option<String>,
+    /// This action, or (when it names a family such as `login`) every `login.*` action.
+    pub action: Option<String>,
+    /// Text found (any case) in the actor, action, target, detail or address.
+    pub text: Option<String>,
+    pub since_ms: Option<i64>,
+    pub until_ms: Option<i64>,
+    /// Entries older than this id (keyset paging: pass the previous page's last id).
+    pub before_id: Option<i64>,
+    pub limit: u32,
+}
+
+/// Most audit entries one page of `GET /api/audit` may hold.
+pub const MAX_AUDIT_PAGE: u32 = 1000;
 
 /// Handle on the control database.
 pub struct ControlDb {
@@ -370,29 +427,71 @@ impl ControlDb {
 
     // ---- API tokens -------------------------------------------------------------
 
-    /// Creates an API token and returns its secret (shown once, stored hashed).
+    /// Creates an API token and returns its secret (shown once, stored hashed). The
+    /// actor owns it.
     pub fn create_api_token(&self, name: &str, role: Role, actor: &str) -> Result<String> {
+        Ok(self.issue_api_token(name, role, actor, None)?.1)
+    }
+
+    /// Creates an API token owned by `owner`; returns its id and secret (shown once).
+    pub fn issue_api_token(
+        &self,
+        name: &str,
+        role: Role,
+        owner: &str,
+        remote: Option<&str>,
+    ) -> Result<(i64, String)> {
         let token = format!(
             "{API_TOKEN_PREFIX}{}",
             URL_SAFE_NO_PAD.encode(random_bytes::<32>())
         );
         let conn = self.conn();
         conn.execute(
-            "INSERT INTO api_tokens (name, role, token_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![name, role.as_str(), hash_token(&token), now_ms()],
+            "INSERT INTO api_tokens (name, role, token_hash, created_ms, owner) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![name, role.as_str(), hash_token(&token), now_ms(), owner],
         )?;
+        let id = conn.last_insert_rowid();
         audit(
             &conn,
-            actor,
+            owner,
             "api_token.create",
-            name,
-            &format!("role={}", role.as_str()),
-            None,
+            &id.to_string(),
+            &format!("name={name} role={}", role.as_str()),
+            remote,
         )?;
-        Ok(token)
+        Ok((id, token))
     }
 
-    /// The token's identity when it is known and not revoked.
+    /// One API token's identity, revoked or not.
+    pub fn api_token(&self, id: i64) -> Result<Option<TokenRecord>> {
+        Ok(self
+            .conn()
+            .query_row(
+                &format!("SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE id = ?1"),
+                params![id],
+                token_row,
+            )
+            .optional()?)
+    }
+
+    /// Records when API tokens were last used (batched by the server). A token's time
+    /// is written at most once a minute, so busy scripts do not keep voiding the cache.
+    pub fn touch_api_tokens(&self, uses: &[(i64, i64)]) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE api_tokens SET last_used_ms = ?2
+                 WHERE id = ?1 AND (last_used_ms IS NULL OR last_used_ms <= ?2 - 60000)",
+            )?;
+            for (id, ts) in uses {
+                stmt.execute(params![id, ts])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
     /// The unrevoked API token `token`, if any. Microseconds when cached (see
     /// [`TokenCache`]): cheap enough to call on the async runtime.
     pub fn lookup_api_token(&self, token: &str) -> Result<Option<TokenRecord>> {
@@ -413,9 +512,9 @@ impl ControlDb {
         }
         let row = cache
             .conn
-            .prepare_cached(
-                "SELECT id, name, role, created_ms, revoked FROM api_tokens WHERE token_hash = ?1 AND revoked = 0",
-            )?
+            .prepare_cached(&format!(
+                "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE token_hash = ?1 AND revoked = 0"
+            ))?
             .query_row(params![hash], token_row)
             .optional()?;
         cache.entries.insert(hash, row.clone());
@@ -424,8 +523,9 @@ impl ControlDb {
 
     pub fn list_api_tokens(&self) -> Result<Vec<TokenRecord>> {
         let conn = self.conn();
-        let mut stmt =
-            conn.prepare("SELECT id, name, role, created_ms, revoked FROM api_tokens ORDER BY id")?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens ORDER BY id"
+        ))?;
         let rows = stmt
             .query_map([], token_row)?
             .collect::<Result<Vec<_>, _>>()?;
@@ -433,13 +533,30 @@ impl ControlDb {
     }
 
     pub fn revoke_api_token(&self, id: i64, actor: &str) -> Result<bool> {
+        self.revoke_api_token_from(id, actor, None)
+    }
+
+    /// Revokes an API token; false when there is no active token with that id.
+    pub fn revoke_api_token_from(
+        &self,
+        id: i64,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<bool> {
         let conn = self.conn();
         let n = conn.execute(
             "UPDATE api_tokens SET revoked = 1 WHERE id = ?1 AND revoked = 0",
             params![id],
         )?;
         if n > 0 {
-            audit(&conn, actor, "api_token.revoke", &id.to_string(), "", None)?;
+            audit(
+                &conn,
+                actor,
+                "api_token.revoke",
+                &id.to_string(),
+                "",
+                remote,
+            )?;
         }
         Ok(n > 0)
     }
@@ -448,6 +565,18 @@ impl ControlDb {
 
     /// Creates an enrollment token good for `uses` registrations within `ttl`.
     pub fn create_enroll_token(&self, uses: u32, ttl: Duration, actor: &str) -> Result<String> {
+        Ok(self.create_enroll_token_from(uses, ttl, actor, None)?.0)
+    }
+
+    /// [`ControlDb::create_enroll_token`] for a client at `remote`; also returns the
+    /// expiry time.
+    pub fn create_enroll_token_from(
+        &self,
+        uses: u32,
+        ttl: Duration,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<(String, i64)> {
         if uses == 0 {
             bail!("--uses must be at least 1");
         }
@@ -456,10 +585,11 @@ impl ControlDb {
             URL_SAFE_NO_PAD.encode(random_bytes::<24>())
         );
         let now = now_ms();
+        let expires = now.saturating_add(i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX));
         let conn = self.conn();
         conn.execute(
             "INSERT INTO enroll_tokens (token_hash, uses_left, expires_ms, created_ms, created_by) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![hash_token(&token), uses, now + ttl.as_millis() as i64, now, actor],
+            params![hash_token(&token), uses, expires, now, actor],
         )?;
         audit(
             &conn,
@@ -467,9 +597,9 @@ impl ControlDb {
             "enroll_token.create",
             &token[..ENROLL_TOKEN_PREFIX.len() + 4],
             &format!("uses={uses} ttl={}", humantime::format_duration(ttl)),
-            None,
+            remote,
         )?;
-        Ok(token)
+        Ok((token, expires))
     }
 
     // ---- agents -----------------------------------------------------------------
@@ -568,6 +698,17 @@ impl ControlDb {
         status: AgentStatus,
         actor: &str,
     ) -> Result<AgentRecord> {
+        self.set_agent_status_from(who, status, actor, None)
+    }
+
+    /// [`ControlDb::set_agent_status`] for a client at `remote`.
+    pub fn set_agent_status_from(
+        &self,
+        who: &str,
+        status: AgentStatus,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<AgentRecord> {
         let conn = self.conn();
         let id = resolve_agent(&conn, who)?;
         conn.execute(
@@ -580,7 +721,7 @@ impl ControlDb {
             &format!("agent.{}", status_verb(status)),
             &id,
             "",
-            None,
+            remote,
         )?;
         get_agent(&conn, &id)?.context("agent row exists")
     }
@@ -612,12 +753,7 @@ impl ControlDb {
             return Ok(None);
         }
         let password = URL_SAFE_NO_PAD.encode(random_bytes::<15>());
-        let salt = SaltString::encode_b64(&random_bytes::<16>())
-            .map_err(|e| anyhow::anyhow!("salt: {e}"))?;
-        let hash = argon2::Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map_err(|e| anyhow::anyhow!("hashing the password: {e}"))?
-            .to_string();
+        let hash = crate::accounts::hash_password(&password)?;
         conn.execute(
             "INSERT INTO users (name, role, password_hash, created_ms) VALUES (?1, ?2, ?3, ?4)",
             params![name, Role::Admin.as_str(), hash, now_ms()],
@@ -640,20 +776,49 @@ impl ControlDb {
 
     /// The newest `limit` audit entries, newest first.
     pub fn audit_tail(&self, limit: u32) -> Result<Vec<AuditEntry>> {
+        self.audit_search(&AuditFilter {
+            limit,
+            ..AuditFilter::default()
+        })
+    }
+
+    /// Audit entries matching `f`, newest first, at most `f.limit` (the API allows
+    /// [`MAX_AUDIT_PAGE`] a page; the CLI any number).
+    pub fn audit_search(&self, f: &AuditFilter) -> Result<Vec<AuditEntry>> {
         let conn = self.conn();
-        let mut stmt = conn.prepare(
-            "SELECT ts_ms, actor, action, target, detail FROM audit_log ORDER BY id DESC LIMIT ?1",
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, ts_ms, actor, action, target, detail, remote FROM audit_log
+             WHERE (?1 IS NULL OR actor = ?1)
+               AND (?2 IS NULL OR action = ?2 OR substr(action, 1, length(?2) + 1) = ?2 || '.')
+               AND (?3 IS NULL OR instr(lower(actor || ' ' || action || ' ' || target || ' ' || detail || ' ' || COALESCE(remote, '')), lower(?3)) > 0)
+               AND (?4 IS NULL OR ts_ms >= ?4)
+               AND (?5 IS NULL OR ts_ms < ?5)
+               AND (?6 IS NULL OR id < ?6)
+             ORDER BY id DESC LIMIT ?7",
         )?;
         let rows = stmt
-            .query_map(params![limit], |r| {
-                Ok(AuditEntry {
-                    ts_ms: r.get(0)?,
-                    actor: r.get(1)?,
-                    action: r.get(2)?,
-                    target: r.get(3)?,
-                    detail: r.get(4)?,
-                })
-            })?
+            .query_map(
+                params![
+                    f.actor,
+                    f.action,
+                    f.text,
+                    f.since_ms,
+                    f.until_ms,
+                    f.before_id,
+                    f.limit
+                ],
+                |r| {
+                    Ok(AuditEntry {
+                        id: r.get(0)?,
+                        ts_ms: r.get(1)?,
+                        actor: r.get(2)?,
+                        action: r.get(3)?,
+                        target: r.get(4)?,
+                        detail: r.get(5)?,
+                        remote: r.get(6)?,
+                    })
+                },
+            )?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
@@ -734,6 +899,8 @@ pub(crate) fn get_agent(conn: &Connection, id: &str) -> Result<Option<AgentRecor
         .optional()?)
 }
 
+const TOKEN_COLUMNS: &str = "id, name, role, owner, created_ms, last_used_ms, revoked";
+
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
     let role: String = r.get(2)?;
     Ok(TokenRecord {
@@ -741,8 +908,10 @@ fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
         name: r.get(1)?,
         // An unreadable role grants the least.
         role: Role::parse(&role).unwrap_or(Role::Viewer),
-        created_ms: r.get(3)?,
-        revoked: r.get::<_, i64>(4)? != 0,
+        owner: r.get(3)?,
+        created_ms: r.get(4)?,
+        last_used_ms: r.get(5)?,
+        revoked: r.get::<_, i64>(6)? != 0,
     })
 }
 
@@ -884,5 +1053,37 @@ mod tests {
         // A token created by the other handle is seen at once.
         let t2 = cli.create_api_token("new", Role::Viewer, "admin").unwrap();
         assert!(server.lookup_api_token(&t2).unwrap().is_some());
+    }
+
+    /// The audit log cannot be edited or trimmed, not even through the server's own
+    /// connection: triggers refuse every UPDATE and DELETE.
+    #[test]
+    fn the_audit_log_is_append_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ControlDb::open(dir.path()).unwrap();
+        db.audit(
+            "ann",
+            "login.failed",
+            "ann",
+            "wrong password",
+            Some("192.0.2.1"),
+        )
+        .unwrap();
+        let conn = db.conn();
+        for sql in [
+            "UPDATE audit_log SET detail = 'nothing happened'",
+            "DELETE FROM audit_log",
+        ] {
+            let e = conn.execute(sql, []).unwrap_err();
+            assert!(
+                e.to_string().contains("audit_log is append-only"),
+                "{sql}: {e}"
+            );
+        }
+        drop(conn);
+        let tail = db.audit_tail(10).unwrap();
+        assert_eq!(tail.len(), 1);
+        assert_eq!(tail[0].detail, "wrong password");
+        assert_eq!(tail[0].remote.as_deref(), Some("192.0.2.1"));
     }
 }

@@ -3,6 +3,7 @@
 
 use crate::api::ApiError;
 use crate::control::AgentRecord;
+use crate::fleet::{Classifier, Input, Observation};
 use crate::state::AppState;
 use axum::http::StatusCode;
 use dcmon_tsdb::SeriesId;
@@ -20,6 +21,9 @@ struct Session {
     decoder: Decoder,
     /// Session series index → tsdb id.
     series: Vec<SeriesId>,
+    /// Session series index → what it feeds in the fleet table, if anything.
+    fleet_inputs: Vec<Option<Input>>,
+    classifier: Classifier,
 }
 
 /// Codec sessions by agent id. Each agent's pushes are processed one at a time.
@@ -79,7 +83,7 @@ pub async fn push(
     let current = guard
         .as_ref()
         .filter(|s| s.decoder.session_id() == header.session_id);
-    let fresh = match current.map(|s| s.decoder.classify(&header)) {
+    let mut fresh = match current.map(|s| s.decoder.classify(&header)) {
         Some(Sequence::Next) => None,
         Some(Sequence::Duplicate) => {
             return Ok(PushResponse {
@@ -90,6 +94,8 @@ pub async fn push(
         Some(Sequence::OutOfSync) | None if is_session_start(&header) => Some(Session {
             decoder: Decoder::start(&header).map_err(invalid)?,
             series: Vec::new(),
+            fleet_inputs: Vec::new(),
+            classifier: Classifier::default(),
         }),
         Some(Sequence::OutOfSync) => {
             return Err(resync(&format!("batch {} is out of sequence", header.seq)));
@@ -101,10 +107,10 @@ pub async fn push(
             )));
         }
     };
-    let session: &Session = match &fresh {
+    let session: &mut Session = match &mut fresh {
         Some(s) => s,
         None => guard
-            .as_ref()
+            .as_mut()
             .expect("classified as Next, so the session exists"),
     };
     let decoded = session.decoder.decode(body).map_err(invalid)?;
@@ -130,6 +136,10 @@ pub async fn push(
             l
         })
         .collect();
+    // Classified now, applied to the session only once the batch is committed.
+    let mut classifier = std::mem::take(&mut session.classifier);
+    let mut inputs = session.fleet_inputs.clone();
+    inputs.extend(new_labels.iter().map(|l| classifier.classify(l)));
     let known = session.series.clone();
     let frames: Vec<(i64, Vec<(u32, f64)>)> = decoded
         .frames
@@ -137,7 +147,7 @@ pub async fn push(
         .map(|f| (f.timestamp_ms, f.samples.clone()))
         .collect();
     let tsdb = state.tsdb.clone();
-    let (new_ids, stored) = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
+    let stored_batch = tokio::task::spawn_blocking(move || -> Result<_, ApiError> {
         let new_ids = tsdb.resolve(&new_labels).map_err(crate::api::tsdb_error)?;
         // Session indices run over the known series, then this batch's new ones.
         let lookup = |i: u32| -> Option<SeriesId> {
@@ -148,18 +158,33 @@ pub async fn push(
             }
         };
         let mut samples = Vec::new();
+        let mut observed: Vec<Observation> = Vec::new();
         for (ts, values) in &frames {
             for &(idx, v) in values {
                 let id = lookup(idx)
                     .ok_or_else(|| invalid(format!("series index {idx} is not defined")))?;
                 samples.push((id, *ts, v));
+                if let Some(Some(input)) = inputs.get(idx as usize) {
+                    observed.push((id, *input, *ts, v));
+                }
             }
         }
         let stored = tsdb.append(&samples).map_err(crate::api::tsdb_error)?;
-        Ok((new_ids, stored))
+        Ok((new_ids, stored, observed, inputs))
     })
     .await
-    .map_err(ApiError::internal)??;
+    .map_err(ApiError::internal)?;
+    let (new_ids, stored, observed, inputs) = match stored_batch {
+        Ok(b) => b,
+        Err(e) => {
+            // Nothing was applied: the session keeps its classifier for the retry.
+            if let Some(s) = fresh.as_mut().or(guard.as_mut()) {
+                s.classifier = classifier;
+            }
+            return Err(e);
+        }
+    };
+    state.fleet.observe(agent, &observed, now);
     let mut session = match fresh {
         Some(s) => s,
         None => guard
@@ -171,6 +196,8 @@ pub async fn push(
         .commit(decoded)
         .map_err(ApiError::internal)?;
     session.series.extend(new_ids);
+    session.fleet_inputs = inputs;
+    session.classifier = classifier;
     *guard = Some(session);
     Ok(PushResponse {
         accepted_samples: stored as u64,

@@ -3,8 +3,12 @@
 //! - [`config`]: `server.yaml`, validated, with environment and CLI overrides.
 //! - [`tls`]: the serving certificate (generated or given) and its pin.
 //! - [`control`]: users, tokens, agents, audit log (SQLite).
-//! - [`auth`]: roles, API tokens, agent signatures and replay protection.
-//! - [`api`]: the router (`api::app`): agent endpoints, Prometheus API, admin reads.
+//! - [`accounts`]: users' passwords, sign-in with lock-out, sessions.
+//! - [`auth`]: roles, the per-route policy (tokens, sessions, CSRF), agent signatures
+//!   and replay protection.
+//! - [`api`]: the route table (`api::routes`) and the router built from it (`api::app`):
+//!   agent endpoints, Prometheus API, accounts, admin reads.
+//! - [`web`]: the UI's pages.
 //! - [`ingest`]: agent batch sessions into the tsdb.
 //! - [`commands`]: the live command queue (agent long-poll, results, history).
 //! - [`bmcs`]: the BMC inventory (agentless polling targets, sealed credentials).
@@ -12,9 +16,11 @@
 //! - [`events`]: things that happened once (SEL entries), stored once each.
 //! - [`alerts`]: alert rules, built-ins, silences, channels and the notification outbox.
 //! - [`secrets`]: secrets at rest, sealed with the installation's key.
+//! - [`totp`]: TOTP codes, enrolment QR codes and recovery codes (pure).
 //! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
 //! - [`Server`]: starts all of it.
 
+pub mod accounts;
 pub mod alerts;
 pub mod api;
 pub mod auth;
@@ -25,11 +31,14 @@ pub mod control;
 pub mod events;
 pub mod fan_curves;
 pub mod fanloop;
+pub mod fleet;
 pub mod ingest;
 pub mod poller;
 pub mod secrets;
 pub mod state;
 pub mod tls;
+pub mod totp;
+pub mod web;
 
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -155,6 +164,7 @@ impl Server {
 
 fn spawn_housekeeping(state: AppState) {
     poller::spawn(state.clone());
+    tokio::spawn(fleet::keep_in_sync(state.clone()));
     alerts::spawn(state.clone());
     tokio::spawn(commands::watch(
         state.control.clone(),
@@ -178,6 +188,14 @@ fn spawn_housekeeping(state: AppState) {
         loop {
             tick.tick().await;
             let now = state.clock.now_ms();
+            let db = state.control.clone();
+            let policy = accounts::SessionPolicy::from_config(&state.config().auth);
+            match tokio::task::spawn_blocking(move || db.purge_sessions(policy, now)).await {
+                Ok(Ok(n)) if n > 0 => tracing::info!(sessions = n, "expired sessions removed"),
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "removing expired sessions"),
+                Err(e) => tracing::warn!(error = %e, "session purge task"),
+            }
             let tsdb = state.tsdb.clone();
             match tokio::task::spawn_blocking(move || tsdb.housekeeping(now)).await {
                 Ok(Ok(r)) => tracing::info!(

@@ -103,9 +103,13 @@ impl<'de> serde::Deserialize<'de> for Secret {
     }
 }
 
-/// Seals and opens secrets with the installation's key.
+/// Seals and opens secrets with the installation's key, and authenticates values
+/// (CSRF tokens of proxy users) with a key derived from it.
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,
+    /// HMAC-SHA256 key derived from the installation key, so the cipher key itself is
+    /// used for nothing else.
+    mac_key: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for SecretBox {
@@ -134,7 +138,15 @@ impl SecretBox {
     pub fn from_key(key: &[u8; KEY_BYTES]) -> Self {
         Self {
             cipher: XChaCha20Poly1305::new(key.into()),
+            mac_key: Zeroizing::new(hmac_sha256(key, MAC_KEY_LABEL.as_bytes())),
         }
+    }
+
+    /// HMAC-SHA256 of `message` for `purpose` under the installation's key: the same
+    /// inputs give the same value on every start, and nobody without the key can make one.
+    pub fn mac(&self, purpose: &str, message: &[u8]) -> [u8; 32] {
+        let input = [purpose.as_bytes(), b"\0", message].concat();
+        hmac_sha256(self.mac_key.as_slice(), &input)
     }
 
     /// Encrypts `plaintext` for `purpose` (which must be given again to open it).
@@ -189,6 +201,17 @@ impl SecretBox {
                 purpose: purpose.to_owned(),
             })
     }
+}
+
+/// Label of the MAC key derived from the installation key.
+const MAC_KEY_LABEL: &str = "dcmon-mac-key-v1";
+
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    use hmac::Mac;
+    let mut mac = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(key)
+        .expect("HMAC takes keys of any length");
+    mac.update(message);
+    mac.finalize().into_bytes().into()
 }
 
 fn aad(purpose: &str) -> Vec<u8> {
@@ -348,6 +371,16 @@ mod tests {
         std::fs::write(&path, "garbage\n").unwrap();
         let e = SecretBox::open_with(dir.path(), None).unwrap_err();
         assert!(e.to_string().contains("restore it from a backup"), "{e}");
+    }
+
+    #[test]
+    fn macs_depend_on_key_purpose_and_message() {
+        let b = SecretBox::from_key(&[1; 32]);
+        let m = b.mac("csrf", b"ann");
+        assert_eq!(m, SecretBox::from_key(&[1; 32]).mac("csrf", b"ann"));
+        assert_ne!(m, SecretBox::from_key(&[2; 32]).mac("csrf", b"ann"));
+        assert_ne!(m, b.mac("other", b"ann"));
+        assert_ne!(m, b.mac("csrf", b"bob"));
     }
 
     #[test]

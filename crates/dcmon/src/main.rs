@@ -83,6 +83,13 @@ enum Command {
         #[command(subcommand)]
         command: command_cli::CommandCommand,
     },
+    /// Users of the web UI and the API: add, change password, remove, list.
+    User {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
     /// API tokens for scripts and Grafana.
     Token {
         #[command(flatten)]
@@ -143,13 +150,109 @@ enum Command {
         #[command(subcommand)]
         command: tsdb_cli::TsdbCommand,
     },
-    /// Show the newest audit log entries.
+    /// Show audit log entries, newest first.
     Audit {
         #[command(flatten)]
         locate: Locate,
+        /// Only entries of this actor (a user, `cli:<login>`, `enrollment`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only this action, or a family of them (`login` for login.ok, login.failed, ...).
+        #[arg(long)]
+        action: Option<String>,
+        /// Only entries containing this text (any case) in any field.
+        #[arg(long)]
+        grep: Option<String>,
+        /// Only entries since this long ago (`24h`, `7d`) or this time (`2027-01-15T08:00:00Z`).
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long, default_value_t = 50)]
         limit: u32,
     },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Create a user (password at least 12 characters).
+    Add {
+        name: String,
+        #[arg(long, value_enum, default_value = "viewer")]
+        role: RoleArg,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Set a user's password (ends the user's sessions and any lock-out).
+    Passwd {
+        name: String,
+        #[command(flatten)]
+        password: PasswordSource,
+    },
+    /// Remove a user (not the last admin); its API tokens are revoked.
+    Remove { name: String },
+    /// List users with role, TOTP and lock-out.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Where a new password comes from; without a flag it is asked for twice, not echoed.
+#[derive(Args)]
+struct PasswordSource {
+    /// Read the password from the first line of standard input.
+    #[arg(long, conflicts_with = "generate")]
+    password_stdin: bool,
+    /// Make a random password and print it.
+    #[arg(long)]
+    generate: bool,
+}
+
+impl PasswordSource {
+    /// The password, and whether it was generated (then the caller prints it).
+    fn read(&self) -> Result<(String, bool)> {
+        if self.generate {
+            return Ok((dcmon_server::accounts::generate_password(), true));
+        }
+        if self.password_stdin {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .context("reading the password from standard input")?;
+            let password = line.trim_end_matches(['\n', '\r']).to_owned();
+            if password.is_empty() {
+                bail!("--password-stdin: standard input had no password on its first line");
+            }
+            return Ok((password, false));
+        }
+        let first = rpassword::prompt_password("Password: ")
+            .context("reading the password from the terminal (use --password-stdin or --generate without one)")?;
+        dcmon_server::accounts::check_password(&first)?;
+        let again = rpassword::prompt_password("Password again: ")?;
+        if first != again {
+            bail!("the passwords differ; nothing was changed");
+        }
+        Ok((first, false))
+    }
+}
+
+/// `--since`: a duration back from now (`24h`) or an RFC 3339 time.
+fn parse_since(text: &str, now_ms: i64) -> Result<i64> {
+    if let Ok(d) = humantime::parse_duration(text) {
+        return Ok(now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)));
+    }
+    let t = humantime::parse_rfc3339_weak(text).with_context(|| {
+        format!("--since {text:?}: expected a duration such as 24h or a time such as 2027-01-15T08:00:00Z")
+    })?;
+    let ms = t
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    Ok(i64::try_from(ms).unwrap_or(i64::MAX))
+}
+
+fn format_ms(ms: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms.max(0).unsigned_abs());
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 #[derive(Subcommand)]
@@ -409,6 +512,71 @@ fn main() -> Result<()> {
             let db = ControlDb::open(&config.data_dir)?;
             fans_cli::run(&config.data_dir, &db, command, &actor())
         }
+        Command::User { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            let now = dcmon_server::control::now_ms();
+            match command {
+                UserCommand::Add {
+                    name,
+                    role,
+                    password,
+                } => {
+                    let (password, generated) = password.read()?;
+                    let u = db.create_user(&name, role.into(), &password, &actor(), None, now)?;
+                    println!("created user {} ({})", u.name, u.role.as_str());
+                    if generated {
+                        println!("password: {password}");
+                    }
+                    Ok(())
+                }
+                UserCommand::Passwd { name, password } => {
+                    let (password, generated) = password.read()?;
+                    let change = dcmon_server::accounts::UserChange {
+                        password: Some(password.clone()),
+                        ..Default::default()
+                    };
+                    db.update_user(&name, &change, &actor(), None)?;
+                    println!("password of {name} changed; its sessions were ended");
+                    if generated {
+                        println!("password: {password}");
+                    }
+                    Ok(())
+                }
+                UserCommand::Remove { name } => {
+                    db.remove_user(&name, &actor(), None)?;
+                    println!("removed user {name}; its API tokens were revoked");
+                    Ok(())
+                }
+                UserCommand::List { json } => {
+                    let users = db.list_users()?;
+                    if json {
+                        println!("{}", serde_json::to_string_pretty(&users)?);
+                        return Ok(());
+                    }
+                    println!(
+                        "{:<24} {:<9} {:<5} {:<21} CREATED",
+                        "NAME", "ROLE", "TOTP", "LOCKED UNTIL"
+                    );
+                    for u in users {
+                        let locked = u
+                            .locked_until_ms
+                            .filter(|t| *t > now)
+                            .map(format_ms)
+                            .unwrap_or_else(|| "-".into());
+                        println!(
+                            "{:<24} {:<9} {:<5} {:<21} {}",
+                            u.name,
+                            u.role.as_str(),
+                            if u.totp_enabled { "yes" } else { "no" },
+                            locked,
+                            format_ms(u.created_ms)
+                        );
+                    }
+                    Ok(())
+                }
+            }
+        }
         Command::Token { locate, command } => {
             let config = load_config(&locate, vec![])?;
             let db = ControlDb::open(&config.data_dir)?;
@@ -419,13 +587,20 @@ fn main() -> Result<()> {
                     Ok(())
                 }
                 TokenCommand::List => {
-                    println!("{:<6} {:<24} {:<9} REVOKED", "ID", "NAME", "ROLE");
+                    println!(
+                        "{:<6} {:<24} {:<9} {:<20} {:<21} REVOKED",
+                        "ID", "NAME", "ROLE", "OWNER", "LAST USED"
+                    );
                     for t in db.list_api_tokens()? {
                         println!(
-                            "{:<6} {:<24} {:<9} {}",
+                            "{:<6} {:<24} {:<9} {:<20} {:<21} {}",
                             t.id,
                             t.name,
                             t.role.as_str(),
+                            t.owner.as_deref().unwrap_or("-"),
+                            t.last_used_ms
+                                .map(format_ms)
+                                .unwrap_or_else(|| "never".into()),
                             t.revoked
                         );
                     }
@@ -457,13 +632,34 @@ fn main() -> Result<()> {
             let config = load_config(&locate, vec![])?;
             tsdb_cli::run(&config.data_dir, command)
         }
-        Command::Audit { locate, limit } => {
+        Command::Audit {
+            locate,
+            actor,
+            action,
+            grep,
+            since,
+            limit,
+        } => {
             let config = load_config(&locate, vec![])?;
             let db = ControlDb::open(&config.data_dir)?;
-            for e in db.audit_tail(limit)? {
+            let now = dcmon_server::control::now_ms();
+            let filter = dcmon_server::control::AuditFilter {
+                actor,
+                action,
+                text: grep,
+                since_ms: since.as_deref().map(|s| parse_since(s, now)).transpose()?,
+                limit,
+                ..Default::default()
+            };
+            for e in db.audit_search(&filter)? {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
-                    e.ts_ms, e.actor, e.action, e.target, e.detail
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    format_ms(e.ts_ms),
+                    e.actor,
+                    e.action,
+                    e.target,
+                    e.detail,
+                    e.remote.unwrap_or_default()
                 );
             }
             Ok(())

@@ -112,7 +112,7 @@ pub fn run(args: QuickstartArgs) -> Result<()> {
         };
         let banner = format!(
             "\ndcmon is running.\n  \
-             URL:                      {url}\n  \
+             Web UI and API:           {url}   (open it in a browser, sign in as admin)\n  \
              Data directory:           {dir}\n  \
              Certificate fingerprint:  {fp}\n\
              {login}\n\

@@ -2,6 +2,7 @@
 
 mod agent;
 mod bmc;
+mod fleet;
 mod ipmi;
 mod rng;
 mod tsdb;
@@ -17,10 +18,11 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("ipmi") => ipmi::run(&args[1..]),
         Some("agent") => agent::run(&args[1..]),
         Some("bmc") => bmc::run(&args[1..]),
+        Some("fleet") => fleet::run(&args[1..]),
         Some(other) => {
-            bail!("unknown benchmark {other:?}; available: wire, tsdb, ipmi, agent, bmc")
+            bail!("unknown benchmark {other:?}; available: wire, tsdb, ipmi, agent, bmc, fleet")
         }
-        None => bail!("usage: cargo xtask bench <wire|tsdb|ipmi|agent|bmc> [flags]"),
+        None => bail!("usage: cargo xtask bench <wire|tsdb|ipmi|agent|bmc|fleet> [flags]"),
     }
 }
 

@@ -89,7 +89,7 @@ impl Opts {
 }
 
 #[derive(Clone, Copy, PartialEq)]
-enum Peer {
+pub(super) enum Peer {
     Dcmon,
     Prometheus,
     VictoriaMetrics,
@@ -465,14 +465,14 @@ impl Workload {
 // ---------------------------------------------------------------------------------------
 // Servers
 
-struct Server {
+pub(super) struct Server {
     peer: Peer,
     child: Child,
-    base: String,
-    http: reqwest::Client,
+    pub(super) base: String,
+    pub(super) http: reqwest::Client,
     /// Bearer token (dcmon only).
-    token: Option<String>,
-    data: PathBuf,
+    pub(super) token: Option<String>,
+    pub(super) data: PathBuf,
 }
 
 impl Drop for Server {
@@ -525,7 +525,7 @@ pub(super) fn pinned_client(cert: &Path) -> Result<reqwest::Client> {
         .build()?)
 }
 
-fn start(peer: Peer, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Server> {
+pub(super) fn start(peer: Peer, dir: &Path, rt: &tokio::runtime::Runtime) -> Result<Server> {
     let port = free_port()?;
     let log = std::fs::File::create(dir.join("server.log"))?;
     let data = dir.join("data");
@@ -865,7 +865,7 @@ fn flush(rt: &tokio::runtime::Runtime, s: &Server) -> Result<()> {
 }
 
 /// Median latency of `q` (instant at `end`, or range with a 10 s step) and result size.
-fn time_query(
+pub(super) fn time_query(
     rt: &tokio::runtime::Runtime,
     s: &Server,
     q: &str,

@@ -1,20 +1,44 @@
 //! Alerts, rules, channels, silences and the notification outbox over REST (viewer
 //! reads, operator writes). Channel answers never carry a secret.
 
+use super::{Access, Route};
 use super::{ApiError, run_blocking};
 use crate::alerts::channels::NewChannel;
 use crate::alerts::lifecycle::State as AlertState;
 use crate::alerts::rules::RuleSpec;
 use crate::alerts::silences::{ActiveSilences, NewSilence};
 use crate::alerts::{AlertError, builtins, yaml};
-use crate::auth::{Role, require_role};
+use crate::auth::{Principal, Role};
 use crate::secrets::SecretBox;
 use crate::state::AppState;
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
 use serde_json::{Value, json};
+
+/// The alert routes and their policies: viewers read, operators write.
+pub(crate) fn routes() -> Vec<Route> {
+    use Access::Api;
+    use Role::{Operator, Viewer};
+    vec![
+        Route::get("/api/alerts", Api(Viewer), list),
+        Route::get("/api/alerts/{id}", Api(Viewer), get_one),
+        Route::post("/api/alerts/{id}/ack", Api(Operator), ack),
+        Route::get("/api/rules", Api(Viewer), rules_list),
+        Route::post("/api/rules", Api(Operator), rules_add),
+        Route::post("/api/rules/import", Api(Operator), rules_import),
+        Route::delete("/api/rules/{name}", Api(Operator), rules_remove),
+        Route::get("/api/channels", Api(Viewer), channels_list),
+        Route::post("/api/channels", Api(Operator), channels_add),
+        Route::delete("/api/channels/{name}", Api(Operator), channels_remove),
+        Route::post("/api/channels/{name}/test", Api(Operator), channels_test),
+        Route::get("/api/silences", Api(Viewer), silences_list),
+        Route::post("/api/silences", Api(Operator), silences_add),
+        Route::delete("/api/silences/{id}", Api(Operator), silences_remove),
+        Route::get("/api/notifications", Api(Viewer), notifications),
+    ]
+}
 
 fn alert_error(e: AlertError) -> ApiError {
     match e {
@@ -44,10 +68,8 @@ pub(super) struct AlertsQuery {
 /// `GET /api/alerts?state=&since_ms=&limit=` (viewer).
 pub(super) async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<AlertsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let filter = q
         .state
         .as_deref()
@@ -81,10 +103,8 @@ pub(super) async fn list(
 /// `GET /api/alerts/{id}` (viewer): the alert and its history.
 pub(super) async fn get_one(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
     let (alert, history) = run_blocking(
         move || Ok::<_, AlertError>((db.alert(id)?, db.alert_history(id)?)),
@@ -97,21 +117,16 @@ pub(super) async fn get_one(
 /// `POST /api/alerts/{id}/ack` (operator): no more repeat notifications for it.
 pub(super) async fn ack(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let db = state.control.clone();
     let alert = run_blocking(move || db.ack_alert(id, &who.name), alert_error).await?;
     Ok(Json(json!({ "alert": alert })))
 }
 
 /// `GET /api/rules` (viewer): stored rules and the built-ins in force.
-pub(super) async fn rules_list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
+pub(super) async fn rules_list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let db = state.control.clone();
     let rules = run_blocking(move || db.list_alert_rules(), alert_error).await?;
     let builtins: Vec<RuleSpec> = builtins::rules(&state.config().alerts)
@@ -124,10 +139,9 @@ pub(super) async fn rules_list(
 /// `POST /api/rules` (operator): a [`RuleSpec`] as JSON.
 pub(super) async fn rules_add(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<RuleSpec>), ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let spec: RuleSpec = body(
         &bytes,
         "rule body (expected {\"name\", \"expr\", \"threshold\": {\"op\": \">\", \"value\": 90, \"resolve\": 85}, \"for\": \"5m\", ...})",
@@ -141,10 +155,9 @@ pub(super) async fn rules_add(
 /// `DELETE /api/rules/{name}` (operator).
 pub(super) async fn rules_remove(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let db = state.control.clone();
     run_blocking(move || db.remove_alert_rule(&name, &who.name), alert_error).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -154,10 +167,9 @@ pub(super) async fn rules_remove(
 /// rules or none.
 pub(super) async fn rules_import(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
         ApiError::bad_request(format!("the rule file is not UTF-8: {}", e.utf8_error()))
     })?;
@@ -179,11 +191,7 @@ pub(super) async fn rules_import(
 }
 
 /// `GET /api/channels` (viewer): settings only.
-pub(super) async fn channels_list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
+pub(super) async fn channels_list(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let db = state.control.clone();
     let channels = run_blocking(move || db.list_alert_channels(), alert_error).await?;
     Ok(Json(json!({ "channels": channels })))
@@ -193,10 +201,9 @@ pub(super) async fn channels_list(
 /// "config": {...}}`; the secrets are sealed at once.
 pub(super) async fn channels_add(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let new: NewChannel = body(
         &bytes,
         "channel body (expected {\"name\", \"type\": \"slack\", \"url\": \"https://...\", \"config\": {...}})",
@@ -217,10 +224,9 @@ pub(super) async fn channels_add(
 /// `DELETE /api/channels/{name}` (operator).
 pub(super) async fn channels_remove(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let db = state.control.clone();
     run_blocking(
         move || db.remove_alert_channel(&name, &who.name),
@@ -234,10 +240,8 @@ pub(super) async fn channels_remove(
 /// receiver's answer when it fails.
 pub(super) async fn channels_test(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Path(name): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    require_role(&state, &headers, Role::Operator).await?;
     let db = state.control.clone();
     let data_dir = state.config().data_dir.clone();
     let channel = run_blocking(
@@ -265,10 +269,8 @@ pub(super) struct SilencesQuery {
 /// `GET /api/silences?all=` (viewer).
 pub(super) async fn silences_list(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<SilencesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
     let silences = run_blocking(move || db.list_silences(q.all), alert_error).await?;
     Ok(Json(json!({ "silences": silences })))
@@ -278,10 +280,9 @@ pub(super) async fn silences_list(
 /// "comment"}` (or `starts_ms`/`ends_ms`); the caller is the author.
 pub(super) async fn silences_add(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let new: NewSilence = body(
         &bytes,
         "silence body (expected {\"matchers\": [\"host=gpu-07\"], \"duration\": \"2h\", \"comment\": \"...\"})",
@@ -294,10 +295,9 @@ pub(super) async fn silences_add(
 /// `DELETE /api/silences/{id}` (operator): ends it now.
 pub(super) async fn silences_remove(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let db = state.control.clone();
     run_blocking(move || db.expire_silence(id, &who.name), alert_error).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -314,10 +314,8 @@ pub(super) struct NotificationsQuery {
 /// `GET /api/notifications?status=failed` (viewer): the outbox, newest first.
 pub(super) async fn notifications(
     State(state): State<AppState>,
-    headers: HeaderMap,
     Query(q): Query<NotificationsQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     if let Some(s) = &q.status
         && !matches!(s.as_str(), "queued" | "sent" | "failed")
     {

@@ -3,14 +3,15 @@
 //! password's length at most.
 
 use super::ApiError;
-use crate::auth::{Role, require_role};
+use crate::auth::Principal;
 use crate::bmcs::{BmcError, BmcRecord, NewBmc};
 use crate::secrets::SecretBox;
 use crate::state::AppState;
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 
 /// Runs a blocking inventory operation with the installation's secret key. The key is
 /// read per request (a small file), so a key restored while the server runs is used at once.
@@ -43,9 +44,7 @@ pub(super) fn bmc_error(e: BmcError) -> ApiError {
 /// `GET /api/bmcs` (viewer).
 pub(super) async fn list(
     State(state): State<AppState>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
     let bmcs = super::run_blocking(move || db.list_bmcs(), bmc_error).await?;
     Ok(Json(serde_json::json!({ "bmcs": bmcs })))
@@ -55,10 +54,9 @@ pub(super) async fn list(
 /// "agent"?, "vendor"?}`.
 pub(super) async fn create(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<BmcRecord>), ApiError> {
-    let who = require_role(&state, &headers, Role::Admin).await?;
     let new: NewBmc = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "BMC body: {e}; expected {{\"name\": N, \"address\": \"HOST[:PORT]\", \"user\": U, \"password\": P, \"interval\": \"5m\", \"agent\": HOST}}"
@@ -72,10 +70,9 @@ pub(super) async fn create(
 /// `DELETE /api/bmcs/{name}` (admin).
 pub(super) async fn remove(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let who = require_role(&state, &headers, Role::Admin).await?;
     let db = state.control.clone();
     super::run_blocking(move || db.remove_bmc(&name, &who.name), bmc_error).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -85,10 +82,9 @@ pub(super) async fn remove(
 /// all rows or none.
 pub(super) async fn import(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    Extension(who): Extension<Principal>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
-    let who = require_role(&state, &headers, Role::Admin).await?;
     let text = String::from_utf8(body.to_vec()).map_err(|e| {
         ApiError::bad_request(format!("the CSV body is not UTF-8: {}", e.utf8_error()))
     })?;

@@ -4,9 +4,10 @@
 
 use super::agent::path_and_query;
 use super::{ApiError, run_blocking};
-use crate::auth::{Role, require_role, verify_agent};
+use crate::auth::{Principal, verify_agent};
 use crate::commands::{CommandRecord, DEFAULT_TTL_MS};
 use crate::state::AppState;
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Query, State};
@@ -141,11 +142,10 @@ async fn settle(state: &AppState, id: i64, wait: Duration) -> Result<CommandReco
 /// `POST /api/commands[?wait=10s]` (operator).
 pub(super) async fn create(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Query(q): Query<WaitQuery>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandRecord>), ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let wait = parse_wait(&q)?;
     let new: NewCommand = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
@@ -187,9 +187,7 @@ pub(super) struct ListQuery {
 pub(super) async fn list(
     State(state): State<AppState>,
     Query(q): Query<ListQuery>,
-    headers: HeaderMap,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
     let limit = q.limit.unwrap_or(100).clamp(1, 1000);
     let commands = run_blocking(
@@ -205,9 +203,7 @@ pub(super) async fn get_one(
     State(state): State<AppState>,
     Path(id): Path<i64>,
     Query(q): Query<WaitQuery>,
-    headers: HeaderMap,
 ) -> Result<Json<CommandRecord>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let wait = parse_wait(&q)?;
     Ok(Json(settle(&state, id, wait).await?))
 }

@@ -3,14 +3,15 @@
 
 use super::ApiError;
 use super::bmcs::bmc_error;
-use crate::auth::{Role, require_role};
+use crate::auth::Principal;
 use crate::fan_curves::StoredCurve;
 use crate::fanloop::{FanView, fan_view};
 use crate::state::AppState;
+use axum::Extension;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use dcmon_ipmi::curve::CurveConfig;
 use std::time::Duration;
 
@@ -29,9 +30,7 @@ fn no_curve(name: &str) -> ApiError {
 pub(super) async fn get_curve(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<StoredCurve>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let db = state.control.clone();
     let who = name.clone();
     let curve = super::run_blocking(move || db.fan_curve(&who), bmc_error).await?;
@@ -50,12 +49,11 @@ pub(super) struct PutParams {
 /// Refused with every problem when it does not validate for the BMC's vendor.
 pub(super) async fn put_curve(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
     Query(params): Query<PutParams>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<StoredCurve>, ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let config: CurveConfig = serde_json::from_slice(&body).map_err(|e| {
         ApiError::bad_request(format!(
             "fan curve body: {e}; expected {{\"preset\": \"zephyr\"}} or {{\"interval_s\": 30, \"zones\": [{{\"zone\": 0, \"points\": [[40, 25], [70, 100]]}}]}}"
@@ -74,10 +72,9 @@ pub(super) async fn put_curve(
 /// `DELETE /api/bmcs/{name}/curve` (operator): the loop hands the fans back to the BMC.
 pub(super) async fn delete_curve(
     State(state): State<AppState>,
+    Extension(who): Extension<Principal>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<StatusCode, ApiError> {
-    let who = require_role(&state, &headers, Role::Operator).await?;
     let db = state.control.clone();
     let bmc = name.clone();
     let removed =
@@ -95,9 +92,7 @@ pub(super) async fn delete_curve(
 pub(super) async fn status(
     State(state): State<AppState>,
     Path(name): Path<String>,
-    headers: HeaderMap,
 ) -> Result<Json<FanView>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
     let view = fan_view(&state, name, BMC_TIMEOUT)
         .await
         .map_err(bmc_error)?;

@@ -1,25 +1,34 @@
-//! The HTTP surface: `app(state)` builds the whole router.
+//! The HTTP surface: every route is declared once in [`routes`] with its [`Access`]
+//! policy, and [`app`] builds the router from that table, so no route exists without a
+//! policy and the authorisation-matrix test covers every route.
 //!
-//! Anonymous routes: `GET /healthz` only. Agent routes need a valid agent signature;
-//! everything else needs an API token with a sufficient role.
+//! Public routes: `GET /healthz`, `POST /api/session` (sign-in) and the UI's sign-in page
+//! and static files. Agent routes need a valid agent signature (checked by their
+//! handlers); everything else needs a user (API token, session or trusted proxy) with a
+//! sufficient role, checked by `auth::enforce` before the handler runs.
 
+mod account;
 mod agent;
+mod agents;
 mod alerts;
+mod audit;
 mod bmcs;
 mod commands;
 mod events;
 mod fans;
+mod fleet;
 mod prom;
 mod remote_write;
 
 pub use remote_write::SeriesCache;
 
-use crate::auth::{Role, require_role};
+use crate::auth::Role;
 use crate::state::AppState;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::handler::Handler;
+use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::MethodRouter;
 use axum::{Json, Router};
 use dcmon_wire::api::ErrorBody;
 
@@ -85,64 +94,169 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// The whole router.
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone: `/healthz`, the sign-in page and its static files, `POST /api/session`.
+    Public,
+    /// Agents: the handler verifies the request signature itself.
+    Agent,
+    /// JSON API: anonymous gets 401, too low a role 403 (JSON errors).
+    Api(Role),
+    /// HTML page: anonymous is sent to `/login?next=<path>` (303), too low a role gets a
+    /// 403 page.
+    Page(Role),
+}
+
+/// One route: method, path, policy, handler.
+pub struct Route {
+    pub method: Method,
+    pub path: &'static str,
+    pub access: Access,
+    pub handler: MethodRouter<AppState>,
+}
+
+impl Route {
+    pub fn get<H, T>(path: &'static str, access: Access, h: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        Self::new(Method::GET, path, access, axum::routing::get(h))
+    }
+
+    pub fn post<H, T>(path: &'static str, access: Access, h: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        Self::new(Method::POST, path, access, axum::routing::post(h))
+    }
+
+    pub fn put<H, T>(path: &'static str, access: Access, h: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        Self::new(Method::PUT, path, access, axum::routing::put(h))
+    }
+
+    pub fn delete<H, T>(path: &'static str, access: Access, h: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        Self::new(Method::DELETE, path, access, axum::routing::delete(h))
+    }
+
+    fn new(
+        method: Method,
+        path: &'static str,
+        access: Access,
+        handler: MethodRouter<AppState>,
+    ) -> Self {
+        Self {
+            method,
+            path,
+            access,
+            handler,
+        }
+    }
+}
+
+/// Every route of the server, in one list: the JSON API here, then the UI's pages.
+pub fn routes() -> Vec<Route> {
+    let mut all = api_routes();
+    all.extend(alerts::routes());
+    all.extend(crate::web::routes());
+    all
+}
+
+fn api_routes() -> Vec<Route> {
+    use Access::{Agent, Api, Public};
+    use Role::{Admin, Operator, Viewer};
+    use dcmon_wire::api::{PATH_EVENTS, PATH_PUSH, PATH_REGISTER};
+    use dcmon_wire::command::{PATH_COMMAND_RESULT, PATH_COMMANDS};
+    vec![
+        Route::get("/healthz", Public, healthz),
+        // Agents.
+        Route::post(PATH_REGISTER, Agent, agent::register),
+        Route::post(PATH_PUSH, Agent, agent::push),
+        Route::post(PATH_EVENTS, Agent, agent::events),
+        Route::post(PATH_COMMANDS, Agent, commands::poll),
+        Route::post(PATH_COMMAND_RESULT, Agent, commands::result),
+        // Accounts.
+        Route::post("/api/session", Public, account::login),
+        Route::delete("/api/session", Api(Viewer), account::logout),
+        Route::get("/api/me", Api(Viewer), account::me),
+        Route::post("/api/me/password", Api(Viewer), account::change_password),
+        Route::post("/api/me/totp", Api(Viewer), account::begin_totp),
+        Route::post("/api/me/totp/confirm", Api(Viewer), account::confirm_totp),
+        Route::delete("/api/me/totp", Api(Viewer), account::disable_totp),
+        Route::get("/api/users", Api(Admin), account::list_users),
+        Route::post("/api/users", Api(Admin), account::create_user),
+        Route::put("/api/users/{name}", Api(Admin), account::update_user),
+        Route::delete("/api/users/{name}", Api(Admin), account::remove_user),
+        Route::get("/api/tokens", Api(Viewer), account::list_tokens),
+        Route::post("/api/tokens", Api(Viewer), account::create_token),
+        Route::delete("/api/tokens/{id}", Api(Viewer), account::revoke_token),
+        Route::get("/api/audit", Api(Admin), audit::list),
+        // Commands.
+        Route::get("/api/commands", Api(Viewer), commands::list),
+        Route::post("/api/commands", Api(Operator), commands::create),
+        Route::get("/api/commands/{id}", Api(Viewer), commands::get_one),
+        // Prometheus HTTP API and remote_write.
+        Route::get("/api/v1/query", Api(Viewer), prom::query),
+        Route::post("/api/v1/query", Api(Viewer), prom::query),
+        Route::get("/api/v1/query_range", Api(Viewer), prom::query_range),
+        Route::post("/api/v1/query_range", Api(Viewer), prom::query_range),
+        Route::get("/api/v1/series", Api(Viewer), prom::series),
+        Route::post("/api/v1/series", Api(Viewer), prom::series),
+        Route::get("/api/v1/labels", Api(Viewer), prom::labels),
+        Route::post("/api/v1/labels", Api(Viewer), prom::labels),
+        Route::get(
+            "/api/v1/label/{name}/values",
+            Api(Viewer),
+            prom::label_values,
+        ),
+        Route::post("/api/v1/write", Api(Operator), remote_write::write),
+        Route::get("/api/v1/status/buildinfo", Api(Viewer), prom::buildinfo),
+        // Fleet.
+        Route::get("/api/agents", Api(Viewer), agents::list),
+        Route::post("/api/agents/{id}/approve", Api(Operator), agents::approve),
+        Route::post("/api/agents/{id}/revoke", Api(Operator), agents::revoke),
+        Route::post(
+            "/api/enroll-tokens",
+            Api(Operator),
+            agents::create_enroll_token,
+        ),
+        Route::get("/api/events", Api(Viewer), events::list),
+        Route::get("/api/fleet", Api(Viewer), fleet::table),
+        Route::get("/api/fleet/stream", Api(Viewer), fleet::stream),
+        Route::get("/api/stats", Api(Viewer), stats),
+        // BMCs and fans.
+        Route::get("/api/bmcs", Api(Viewer), bmcs::list),
+        Route::post("/api/bmcs", Api(Admin), bmcs::create),
+        Route::post("/api/bmcs/import", Api(Admin), bmcs::import),
+        Route::delete("/api/bmcs/{name}", Api(Admin), bmcs::remove),
+        Route::get("/api/bmcs/{name}/curve", Api(Viewer), fans::get_curve),
+        Route::put("/api/bmcs/{name}/curve", Api(Operator), fans::put_curve),
+        Route::delete("/api/bmcs/{name}/curve", Api(Operator), fans::delete_curve),
+        Route::get("/api/bmcs/{name}/fans", Api(Viewer), fans::status),
+    ]
+}
+
+/// The whole router, built from [`routes`], each route behind its policy.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route(dcmon_wire::api::PATH_REGISTER, post(agent::register))
-        .route(dcmon_wire::api::PATH_PUSH, post(agent::push))
-        .route(dcmon_wire::api::PATH_EVENTS, post(agent::events))
-        .route(dcmon_wire::command::PATH_COMMANDS, post(commands::poll))
-        .route(
-            dcmon_wire::command::PATH_COMMAND_RESULT,
-            post(commands::result),
-        )
-        .route("/api/commands", get(commands::list).post(commands::create))
-        .route("/api/commands/{id}", get(commands::get_one))
-        .route("/api/v1/query", get(prom::query).post(prom::query))
-        .route(
-            "/api/v1/query_range",
-            get(prom::query_range).post(prom::query_range),
-        )
-        .route("/api/v1/series", get(prom::series).post(prom::series))
-        .route("/api/v1/labels", get(prom::labels).post(prom::labels))
-        .route("/api/v1/label/{name}/values", get(prom::label_values))
-        .route("/api/v1/write", post(remote_write::write))
-        .route("/api/v1/status/buildinfo", get(prom::buildinfo))
-        .route("/api/agents", get(agents_list))
-        .route("/api/bmcs", get(bmcs::list).post(bmcs::create))
-        .route("/api/bmcs/import", post(bmcs::import))
-        .route("/api/bmcs/{name}", delete(bmcs::remove))
-        .route(
-            "/api/bmcs/{name}/curve",
-            get(fans::get_curve)
-                .put(fans::put_curve)
-                .delete(fans::delete_curve),
-        )
-        .route("/api/bmcs/{name}/fans", get(fans::status))
-        .route("/api/events", get(events::list))
-        .route("/api/alerts", get(alerts::list))
-        .route("/api/alerts/{id}", get(alerts::get_one))
-        .route("/api/alerts/{id}/ack", post(alerts::ack))
-        .route(
-            "/api/rules",
-            get(alerts::rules_list).post(alerts::rules_add),
-        )
-        .route("/api/rules/import", post(alerts::rules_import))
-        .route("/api/rules/{name}", delete(alerts::rules_remove))
-        .route(
-            "/api/channels",
-            get(alerts::channels_list).post(alerts::channels_add),
-        )
-        .route("/api/channels/{name}", delete(alerts::channels_remove))
-        .route("/api/channels/{name}/test", post(alerts::channels_test))
-        .route(
-            "/api/silences",
-            get(alerts::silences_list).post(alerts::silences_add),
-        )
-        .route("/api/silences/{id}", delete(alerts::silences_remove))
-        .route("/api/notifications", get(alerts::notifications))
-        .route("/api/stats", get(stats))
+    let mut router = Router::new();
+    for route in routes() {
+        let policy = axum::middleware::from_fn_with_state(
+            (state.clone(), route.access),
+            crate::auth::enforce,
+        );
+        router = router.route(route.path, route.handler.route_layer(policy));
+    }
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -185,21 +299,7 @@ async fn not_found() -> ApiError {
     ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
 }
 
-async fn agents_list(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
-    let db = state.control.clone();
-    let agents = run_blocking(move || db.list_agents(), ApiError::internal).await?;
-    Ok(Json(serde_json::json!({ "agents": agents })))
-}
-
-async fn stats(
-    State(state): State<AppState>,
-    headers: HeaderMap,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    require_role(&state, &headers, Role::Viewer).await?;
+async fn stats(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     let tsdb = state.tsdb.clone();
     let s = run_blocking(move || tsdb.stats(), ApiError::internal).await?;
     Ok(Json(serde_json::json!({
@@ -212,3 +312,5 @@ async fn stats(
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_auth;

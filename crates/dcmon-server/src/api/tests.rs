@@ -1,5 +1,5 @@
-//! In-process tests of the router: authentication, authorisation and every way an
-//! agent request is refused.
+//! In-process tests of the router: every way an agent request is refused, and the
+//! handlers' behaviour (users' authentication and authorisation are in `tests_auth`).
 
 use super::app;
 use crate::auth::Role;
@@ -31,9 +31,9 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 use tower::ServiceExt;
 
-const T0: i64 = 1_800_000_000_000;
+pub(super) const T0: i64 = 1_800_000_000_000;
 
-struct TestClock(AtomicI64);
+pub(super) struct TestClock(pub(super) AtomicI64);
 
 impl Clock for TestClock {
     fn now_ms(&self) -> i64 {
@@ -41,10 +41,10 @@ impl Clock for TestClock {
     }
 }
 
-struct Harness {
+pub(super) struct Harness {
     _dir: tempfile::TempDir,
-    state: AppState,
-    clock: Arc<TestClock>,
+    pub(super) state: AppState,
+    pub(super) clock: Arc<TestClock>,
     nonce: u64,
 }
 
@@ -54,7 +54,7 @@ struct TestAgent {
 }
 
 impl Harness {
-    fn new(approval: Approval) -> Self {
+    pub(super) fn new(approval: Approval) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config = ServerConfig {
             data_dir: dir.path().to_owned(),
@@ -76,7 +76,7 @@ impl Harness {
         }
     }
 
-    async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
+    pub(super) async fn send(&self, req: Request<Body>) -> (StatusCode, Value) {
         let router = app(self.state.clone())
             .layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         let resp = router.oneshot(req).await.unwrap();
@@ -115,7 +115,11 @@ impl Harness {
         b.body(Body::from(sent_body.to_vec())).unwrap()
     }
 
-    async fn register(&mut self, machine: &str, hostname: &str) -> (StatusCode, Value, SigningKey) {
+    pub(super) async fn register(
+        &mut self,
+        machine: &str,
+        hostname: &str,
+    ) -> (StatusCode, Value, SigningKey) {
         let token = self
             .state
             .control
@@ -151,7 +155,7 @@ impl Harness {
         self.send(req).await
     }
 
-    fn token(&self, role: Role) -> String {
+    pub(super) fn token(&self, role: Role) -> String {
         self.state
             .control
             .create_api_token("t", role, "test")
@@ -1090,4 +1094,79 @@ async fn agent_events_are_checked_stored_once_and_fan_writes_audited_once() {
         .filter(|e| e.action == "ipmi.fan_write" && e.actor == "agent:gpu01")
         .count();
     assert_eq!(audited, 1);
+}
+
+#[tokio::test]
+async fn fleet_table_fills_from_pushes_and_streams_changes() {
+    use http_body_util::BodyExt as _;
+    let mut h = Harness::new(Approval::Auto);
+    let agent = h.agent("machine-1", "gpu01").await;
+    let mut enc = Encoder::new(9);
+    let collection = |ts: i64, k: f64| Scrape {
+        timestamp_ms: ts,
+        samples: vec![
+            MetricSample {
+                labels: Labels::new("node_cpu_seconds_total", [("cpu", "0"), ("mode", "idle")])
+                    .unwrap(),
+                value: 100.0 + 7.5 * k,
+            },
+            MetricSample {
+                labels: Labels::new("node_cpu_seconds_total", [("cpu", "0"), ("mode", "user")])
+                    .unwrap(),
+                value: 10.0 + 2.5 * k,
+            },
+            MetricSample {
+                labels: Labels::new("node_memory_MemTotal_bytes", []).unwrap(),
+                value: 1000.0,
+            },
+            MetricSample {
+                labels: Labels::new("node_memory_MemAvailable_bytes", []).unwrap(),
+                value: 400.0,
+            },
+        ],
+    };
+    let batch = enc.encode_ok(&[collection(T0 - 20_000, 0.0), collection(T0 - 10_000, 1.0)]);
+    assert_eq!(h.push(&agent, &batch).await.0, StatusCode::OK);
+
+    let get = |token: Option<String>| {
+        let mut b = Request::get("/api/fleet");
+        if let Some(t) = token {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        b.body(Body::empty()).unwrap()
+    };
+    assert_eq!(h.send(get(None)).await.0, StatusCode::UNAUTHORIZED);
+    let token = h.token(Role::Viewer);
+    let (s, v) = h.send(get(Some(token.clone()))).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(
+        (v["total"].clone(), v["online"].clone()),
+        (1.into(), 1.into())
+    );
+    let row = &v["rows"][0];
+    assert_eq!(row["host"], "gpu01");
+    assert_eq!(row["agent_id"], agent.id.as_str());
+    assert_eq!(row["status"], "online");
+    assert_eq!(
+        row["v"][1], 25,
+        "CPU busy share between the two collections"
+    );
+    assert_eq!(row["v"][7], 60, "RAM used");
+
+    // The stream's first event holds every row for a client that holds nothing.
+    let req = Request::get("/api/fleet/stream")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::empty())
+        .unwrap();
+    let resp = app(h.state.clone()).oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let frame = body.frame().await.unwrap().unwrap().into_data().unwrap();
+    let text = std::str::from_utf8(&frame).unwrap();
+    assert!(text.starts_with("event: fleet\n"), "{text}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let event: Value = serde_json::from_str(data).unwrap();
+    assert_eq!(event["rows"][0]["v"][7], 60);
+    assert_eq!(event["removed"], serde_json::json!([]));
 }
