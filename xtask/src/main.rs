@@ -1,7 +1,8 @@
 //! Developer tasks. `cargo xtask help` lists them.
 //!
-//! - `test`: installs the system packages the tests need (Debian, apt-get), builds the
-//!   binaries the end-to-end tests start, runs the whole suite. `.ci/run` calls this.
+//! - `test`: installs the system packages the tests need (Debian, apt-get) and the PyPI
+//!   ones (aiosmtpd, in a venv at target/py), builds the binaries the end-to-end tests
+//!   start, runs the whole suite. `.ci/run` calls this.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 //! - `bench wire`: bytes per sample of dcmon batches beside remote_write and gzip JSON.
 //! - `bench ipmi`: reading one BMC (ours vs `ipmitool`) and polling 1,000 simulated BMCs.
@@ -25,7 +26,11 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "openipmi",
     "ipmitool",
     "freeipmi-tools",
+    "python3-venv",
 ];
+
+/// PyPI packages the test suite starts as real peers, in a venv under target/py.
+const PYTHON_PACKAGES: &[&str] = &["aiosmtpd"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -119,8 +124,29 @@ fn rustix_is_root() -> bool {
         .unwrap_or(false)
 }
 
+/// Makes `target/py` (a Python venv) with [`PYTHON_PACKAGES`] unless they import already.
+fn install_python_packages() -> Result<()> {
+    let venv = root().join("target/py");
+    let python = venv.join("bin/python3");
+    let imports = PYTHON_PACKAGES.join(", ");
+    let present = Command::new(&python)
+        .args(["-c", &format!("import {imports}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    let mut make = Command::new("python3");
+    make.args(["-m", "venv"]).arg(&venv);
+    run(make)?;
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "-q"]).args(PYTHON_PACKAGES);
+    run(pip)
+}
+
 fn test(extra: &[String]) -> Result<()> {
     install_system_packages()?;
+    install_python_packages()?;
     // The end-to-end tests start the real binaries of every crate.
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);

@@ -300,7 +300,8 @@ pub(crate) struct ChannelArgs {
     /// Read the SMTP password from the first line of standard input.
     #[arg(long)]
     password_stdin: bool,
-    #[arg(long)]
+    /// Telegram chat id (groups and channels have negative ids, e.g. -1001234).
+    #[arg(long, allow_hyphen_values = true)]
     chat_id: Option<String>,
     /// Telegram Bot API base URL.
     #[arg(long)]

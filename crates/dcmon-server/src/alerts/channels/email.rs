@@ -66,7 +66,8 @@ pub(super) async fn send(ch: &Channel, n: &Notification, key: &str) -> Result<()
         ));
     }
     t.build().send(mail).await.map(|_| ()).map_err(|e| {
-        let message = format!("SMTP: {}", super::error_chain(&e));
+        // lettre's message already includes its causes.
+        let message = format!("SMTP: {e}");
         if e.is_permanent() {
             SendError::permanent(message)
         } else {
