@@ -10,6 +10,8 @@
 //! - `bench bmc`: the server's agentless poller against 1,000 simulated BMCs.
 //! - `bench tsdb`: fleet-shaped remote_write load against dcmon, Prometheus and
 //!   VictoriaMetrics in one run (ingest rate, CPU, RSS, disk, query latency, ratios).
+//! - `bench alerts`: for:-to-webhook latency with 10,000 series and 100 rules, and
+//!   the cost of one evaluation cycle.
 //! - `fuzz <target> [--seconds N]`: a time-bounded `cargo fuzz` run (needs nightly).
 
 mod bench;
@@ -45,7 +47,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|bench ipmi [--help]|bench agent [--help]|bench bmc [--help]|fuzz TARGET [--seconds N]>"
+                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|bench ipmi [--help]|bench agent [--help]|bench bmc [--help]|bench alerts [--help]|fuzz TARGET [--seconds N]>"
             );
             Ok(())
         }

@@ -137,6 +137,8 @@ impl Evaluator {
     /// Evaluates every due rule; returns whether anything fired or resolved.
     fn run(&mut self, state: &AppState, now: i64) -> Result<bool, AlertError> {
         let interval = ms(state.config().alerts.interval);
+        let started = std::time::Instant::now();
+        let mut evaluated = 0usize;
         let mut changes = Vec::new();
         let mut channels = BTreeMap::new();
         for rule in &self.rules {
@@ -150,6 +152,7 @@ impl Evaluator {
             if due_interval {
                 self.next_eval.insert(name.clone(), now + interval);
             }
+            evaluated += 1;
             let series = match select(state, rule, now) {
                 Ok(s) => {
                     if self.errors.remove(name).is_some() {
@@ -170,6 +173,11 @@ impl Evaluator {
                 channels.insert(name.clone(), rule.spec.channels.clone());
             }
             changes.extend(out);
+        }
+        if evaluated > 0
+            && let Err(e) = record_evaluation(state, now, evaluated, started.elapsed())
+        {
+            tracing::debug!(error = %e, "recording the evaluation cost");
         }
         if changes.is_empty() {
             return Ok(false);
@@ -192,6 +200,36 @@ impl Evaluator {
             .iter()
             .any(|(t, _)| matches!(t, Transition::Firing | Transition::Resolved)))
     }
+}
+
+/// Writes how long the last evaluation took and how many rules it evaluated
+/// (`dcmon_alerts_evaluation_seconds`, `dcmon_alerts_evaluated_rules`), so the cost of
+/// the rules can be watched and alerted on like any series.
+fn record_evaluation(
+    state: &AppState,
+    now: i64,
+    rules: usize,
+    took: Duration,
+) -> Result<(), AlertError> {
+    let labels = [
+        dcmon_wire::Labels::new("dcmon_alerts_evaluation_seconds", []),
+        dcmon_wire::Labels::new("dcmon_alerts_evaluated_rules", []),
+    ]
+    .into_iter()
+    .collect::<Result<Vec<_>, _>>()
+    .map_err(|e| AlertError::Store(e.into()))?;
+    let ids = state
+        .tsdb
+        .resolve(&labels)
+        .map_err(|e| AlertError::Store(e.into()))?;
+    state
+        .tsdb
+        .append_report(&[
+            (ids[0], now, took.as_secs_f64()),
+            (ids[1], now, rules as f64),
+        ])
+        .map_err(|e| AlertError::Store(e.into()))?;
+    Ok(())
 }
 
 type Series = Vec<(BTreeMap<String, String>, f64)>;
