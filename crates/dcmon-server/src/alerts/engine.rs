@@ -908,6 +908,128 @@ mod tests {
     }
 
     #[test]
+    fn sel_memory_errors_fire_the_built_in_rule_per_host_and_bmc() {
+        let h = Harness::new();
+        let event = |offset: u8, deassertion: bool, n: i64| crate::events::NewEvent {
+            ts_ms: T0 - 1000,
+            source: "bmc".into(),
+            host: "gpu-3".into(),
+            bmc: Some("gpu-3-bmc".into()),
+            kind: "sel".into(),
+            severity: "critical".into(),
+            message: "Memory".into(),
+            detail: serde_json::json!({
+                "sensor_type": 0x0C, "event_type": 0x6F, "deassertion": deassertion,
+                "data": [offset, 0xff, 0xff], "record_id": n,
+            }),
+            dedup_key: format!("k{n}"),
+        };
+        crate::events::insert_events(
+            &h.state.control.conn(),
+            // Uncorrectable ECC (offset 1) twice; a deassertion and a parity error
+            // (offset 2) do not count.
+            &[
+                event(1, false, 1),
+                event(1, false, 2),
+                event(1, true, 3),
+                event(2, false, 4),
+            ],
+        )
+        .unwrap();
+        let mut ev = Evaluator::load(&h.state).unwrap();
+        let now = h.at(0, 20.0);
+        ev.reload(&h.state, now).unwrap();
+        assert!(ev.run(&h.state, now).unwrap());
+        let alerts = h
+            .state
+            .control
+            .list_alerts(Some(State::Firing), 0, 10)
+            .unwrap();
+        assert_eq!(alerts.len(), 1, "{alerts:?}");
+        let a = &alerts[0];
+        assert_eq!(a.rule, "MemoryErrors");
+        assert_eq!(
+            (a.labels["host"].as_str(), a.labels["bmc"].as_str()),
+            ("gpu-3", "gpu-3-bmc")
+        );
+        assert_eq!(a.value, 2.0);
+        assert_eq!(
+            a.annotations["summary"],
+            "gpu-3: 2 memory ECC events in the SEL within 1h"
+        );
+    }
+
+    #[test]
+    fn routes_follow_rule_channels_else_severity_and_matchers() {
+        let h = Harness::new();
+        let secrets = SecretBox::open(&h.state.config().data_dir).unwrap();
+        for json in [
+            r#"{"name":"pager","type":"webhook","url":"https://127.0.0.1:9/p","config":{"route":{"severities":["critical"]}}}"#,
+            r#"{"name":"rack1","type":"webhook","url":"https://127.0.0.1:9/r","config":{"route":{"matchers":["host=~rack1-.*"]}}}"#,
+        ] {
+            let c: NewChannel = serde_json::from_str(json).unwrap();
+            h.state
+                .control
+                .add_alert_channel(&secrets, &c, "test")
+                .unwrap();
+        }
+        let mut d = Dispatch {
+            channels: Vec::new(),
+            silences: ActiveSilences::default(),
+            version: -1,
+        };
+        d.reload(&h.state).unwrap();
+        let check = |labels: &[(&str, &str)], named: &[&str], expect: &[&str]| {
+            let a = AlertRecord {
+                id: 1,
+                rule: "r".into(),
+                fingerprint: String::new(),
+                labels: labels
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                    .collect(),
+                annotations: BTreeMap::new(),
+                state: State::Firing,
+                value: 1.0,
+                active_since_ms: 0,
+                fired_ms: None,
+                resolved_ms: None,
+                acked_by: None,
+                acked_ms: None,
+                notified_state: None,
+                notified_ms: None,
+                channels: named.iter().map(|s| (*s).to_owned()).collect(),
+                silenced_by: None,
+            };
+            let mut got: Vec<String> = d.route(&a).iter().map(|c| c.record.name.clone()).collect();
+            got.sort();
+            assert_eq!(got, expect, "{labels:?} {named:?}");
+        };
+        // `hook` (from the harness) has no route: it takes everything not named.
+        check(
+            &[("severity", "warning"), ("host", "rack2-1")],
+            &[],
+            &["hook"],
+        );
+        check(
+            &[("severity", "critical"), ("host", "rack2-1")],
+            &[],
+            &["hook", "pager"],
+        );
+        check(
+            &[("severity", "info"), ("host", "rack1-7")],
+            &[],
+            &["hook", "rack1"],
+        );
+        check(
+            &[("severity", "critical"), ("host", "rack1-7")],
+            &["pager"],
+            &["pager"],
+        );
+        check(&[("severity", "critical")], &["gone"], &[]);
+    }
+
+    #[test]
     fn silenced_alerts_wait_and_acked_alerts_do_not_repeat() {
         let h = Harness::new();
         let mut ev = Evaluator::load(&h.state).unwrap();
