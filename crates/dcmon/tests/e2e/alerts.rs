@@ -904,3 +904,84 @@ fn flapping_input_sends_one_message_thanks_to_hysteresis_and_few_without_it() {
         check_shape(&r);
     }
 }
+
+#[test]
+fn rules_check_agrees_with_promtool_and_import_takes_the_valid_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.yml");
+    write(
+        &good,
+        "groups:\n  - name: node\n    rules:\n      - alert: HostDown\n        expr: up == 0\n        for: 5m\n        labels:\n          severity: critical\n        annotations:\n          summary: \"{{ $labels.instance }} down\"\n      - record: job:up:sum\n        expr: sum by (job) (up)\n      - alert: DiskFull\n        expr: dcmon_filesystem_used_ratio > 0.9\n",
+    );
+    let bad = dir.path().join("bad.yml");
+    write(
+        &bad,
+        "groups:\n  - name: node\n    rules:\n      - alert: Fine\n        expr: up == 0\n      - alert: Broken\n        expr: rate(up[5m]\n",
+    );
+    let check = |file: &Path| {
+        Command::new(dcmon())
+            .args(["rules", "check"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let promtool = |file: &Path| {
+        Command::new("promtool")
+            .args(["check", "rules"])
+            .arg(file)
+            .output()
+            .unwrap()
+    };
+    let ok = check(&good);
+    assert_eq!(
+        ok.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(
+        stdout(&ok).contains("SUCCESS: 2 rules found"),
+        "{}",
+        stdout(&ok)
+    );
+    let failed = check(&bad);
+    assert_eq!(failed.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&failed.stderr);
+    assert!(
+        err.contains(&format!("{}:6: rule \"Broken\": expr:", bad.display())),
+        "{err}"
+    );
+    // promtool (apt `prometheus`, installed by `cargo xtask test`) judges the same files.
+    assert_eq!(
+        promtool(&good).status.code(),
+        Some(0),
+        "promtool accepts the good file"
+    );
+    assert_eq!(
+        promtool(&bad).status.code(),
+        Some(1),
+        "promtool refuses the bad file too"
+    );
+    let s = OperatorServer::start(dir.path());
+    let refused = Command::new(dcmon())
+        .args(["rules", "import"])
+        .arg(&bad)
+        .args(["--config", &s.cfg])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("nothing imported"));
+    let out = cli(&s, &["rules", "import", good.to_str().unwrap()], &[]);
+    assert!(out.contains("imported 2 rules"), "{out}");
+    let rules = get(&s, "/api/rules");
+    let names: Vec<&str> = rules["rules"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["DiskFull", "HostDown"]);
+    assert_eq!(rules["rules"][1]["severity"], "critical");
+    assert_eq!(rules["rules"][1]["for"], "5m");
+    assert!(rules["builtins"].as_array().unwrap().len() >= 15);
+}
