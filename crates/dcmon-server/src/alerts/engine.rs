@@ -174,7 +174,10 @@ impl Evaluator {
             }
             changes.extend(out);
         }
-        if evaluated > 0
+        // Full cycles only (every rule due on its interval), so the series is the cost
+        // of one cycle, not of the wake-ups for a `for:` elapsing.
+        if evaluated == self.rules.len()
+            && evaluated > 0
             && let Err(e) = record_evaluation(state, now, evaluated, started.elapsed())
         {
             tracing::debug!(error = %e, "recording the evaluation cost");
@@ -202,7 +205,7 @@ impl Evaluator {
     }
 }
 
-/// Writes how long the last evaluation took and how many rules it evaluated
+/// Writes how long the last full evaluation cycle took and how many rules it evaluated
 /// (`dcmon_alerts_evaluation_seconds`, `dcmon_alerts_evaluated_rules`), so the cost of
 /// the rules can be watched and alerted on like any series.
 fn record_evaluation(
