@@ -35,7 +35,7 @@ fn ms(d: Duration) -> i64 {
 }
 
 /// Starts the evaluator and the dispatcher (when `alerts.enabled`).
-pub fn spawn(state: AppState) {
+pub(crate) fn spawn(state: AppState) {
     if !state.config().alerts.enabled {
         tracing::info!("alerts are turned off (alerts.enabled: false)");
         return;
@@ -398,7 +398,7 @@ async fn evaluator(state: AppState, wake: Arc<Notify>) {
 /// Delay before attempt `attempt + 1` (`attempt` ≥ 1 failed so far): `initial · 2^(attempt-1)`
 /// capped at `max`, then "equal jitter" (half fixed, half random by `unit` in [0, 1)),
 /// so many failing deliveries do not retry in lockstep.
-pub fn backoff(attempt: u32, initial: Duration, max: Duration, unit: f64) -> Duration {
+fn backoff(attempt: u32, initial: Duration, max: Duration, unit: f64) -> Duration {
     let exp = initial.saturating_mul(1u32 << attempt.saturating_sub(1).min(20));
     let capped = exp.min(max);
     capped.div_f64(2.0) + capped.div_f64(2.0).mul_f64(unit.clamp(0.0, 1.0))

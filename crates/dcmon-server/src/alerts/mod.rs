@@ -23,7 +23,7 @@ mod store;
 pub mod template;
 pub mod yaml;
 
-pub use engine::{backoff, spawn};
+pub(crate) use engine::spawn;
 pub use store::{AlertRecord, HistoryEntry, NotificationRecord, RuleRecord};
 
 use crate::config::AlertsConfig;
