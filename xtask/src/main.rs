@@ -1,8 +1,9 @@
 //! Developer tasks. `cargo xtask help` lists them.
 //!
-//! - `test`: installs the system packages the tests need (Debian, apt-get) and the browser
-//!   driver of the web UI tests (npm `playwright-core`), builds the
-//!   binaries the end-to-end tests start, runs the whole suite. `.ci/run` calls this.
+//! - `test`: installs the system packages the tests need (Debian, apt-get), the browser
+//!   driver of the web UI tests (npm `playwright-core`) and the PyPI ones (aiosmtpd, in a
+//!   venv at target/py), builds the binaries the end-to-end tests start, runs the whole
+//!   suite. `.ci/run` calls this.
 //! - `ci`: `cargo fmt --check`, `cargo clippy -D warnings`, then `test`.
 //! - `bench wire`: bytes per sample of dcmon batches beside remote_write and gzip JSON.
 //! - `bench ipmi`: reading one BMC (ours vs `ipmitool`) and polling 1,000 simulated BMCs.
@@ -10,6 +11,8 @@
 //! - `bench bmc`: the server's agentless poller against 1,000 simulated BMCs.
 //! - `bench tsdb`: fleet-shaped remote_write load against dcmon, Prometheus and
 //!   VictoriaMetrics in one run (ingest rate, CPU, RSS, disk, query latency, ratios).
+//! - `bench alerts`: for:-to-webhook latency with 10,000 series and 100 rules, and
+//!   the cost of one evaluation cycle.
 //! - `fuzz <target> [--seconds N]`: a time-bounded `cargo fuzz` run (needs nightly).
 
 mod bench;
@@ -28,11 +31,15 @@ const SYSTEM_PACKAGES: &[&str] = &[
     "freeipmi-tools",
     "chromium",
     "nodejs",
+    "python3-venv",
 ];
 
 /// The browser driver of the web UI tests (shared TESTING.md): the same major version as
 /// Debian's Chromium, installed under the target dir where `tests/e2e/web_ui.rs` finds it.
 const PLAYWRIGHT_CORE: &str = "playwright-core@1.64.1";
+
+/// PyPI packages the test suite starts as real peers, in a venv under target/py.
+const PYTHON_PACKAGES: &[&str] = &["aiosmtpd"];
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -47,7 +54,7 @@ fn main() -> Result<()> {
         "fuzz" => fuzz(rest),
         "help" | "--help" | "-h" => {
             println!(
-                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|bench ipmi [--help]|bench agent [--help]|bench bmc [--help]|fuzz TARGET [--seconds N]>"
+                "usage: cargo xtask <test|ci|bench wire|bench tsdb [--help]|bench ipmi [--help]|bench agent [--help]|bench bmc [--help]|bench alerts [--help]|fuzz TARGET [--seconds N]>"
             );
             Ok(())
         }
@@ -173,9 +180,30 @@ fn install_playwright() -> Result<()> {
     run(npm)
 }
 
+/// Makes `target/py` (a Python venv) with [`PYTHON_PACKAGES`] unless they import already.
+fn install_python_packages() -> Result<()> {
+    let venv = root().join("target/py");
+    let python = venv.join("bin/python3");
+    let imports = PYTHON_PACKAGES.join(", ");
+    let present = Command::new(&python)
+        .args(["-c", &format!("import {imports}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if present {
+        return Ok(());
+    }
+    let mut make = Command::new("python3");
+    make.args(["-m", "venv"]).arg(&venv);
+    run(make)?;
+    let mut pip = Command::new(venv.join("bin/pip"));
+    pip.args(["install", "-q"]).args(PYTHON_PACKAGES);
+    run(pip)
+}
+
 fn test(extra: &[String]) -> Result<()> {
     install_system_packages()?;
     install_playwright()?;
+    install_python_packages()?;
     // The end-to-end tests start the real binaries of every crate.
     let mut build = cargo();
     build.args(["build", "--workspace", "--bins"]);

@@ -26,6 +26,7 @@ pub struct ServerConfig {
     pub bmc_poll: BmcPollConfig,
     pub ui: UiConfig,
     pub auth: AuthConfig,
+    pub alerts: AlertsConfig,
 }
 
 /// HTTPS certificate. Without files, a self-signed certificate is made in `data_dir/tls`.
@@ -159,6 +160,69 @@ pub struct AuthConfig {
     pub trusted_proxies: Vec<String>,
 }
 
+/// Alert rules and notifications (DESIGN §7). Rules, channels and silences live in the
+/// control store (`dcmon rules|channels|alerts ...`); these are the engine's tunables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// Evaluate rules. Off: nothing is evaluated and nothing is sent.
+    pub enabled: bool,
+    /// How often every rule is evaluated. A pending alert is also evaluated again the
+    /// moment its `for:` elapses, so this does not delay notifications.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// How long the first notification of a group waits for more alerts of its group.
+    #[serde(with = "humantime_serde")]
+    pub group_wait: Duration,
+    /// Least time between two notifications of one group (rule and channel): changes in
+    /// between are sent together, so a flapping rule cannot produce a storm.
+    #[serde(with = "humantime_serde")]
+    pub group_interval: Duration,
+    /// A firing, unacknowledged alert is notified again this often.
+    #[serde(with = "humantime_serde")]
+    pub repeat_interval: Duration,
+    /// First retry delay of a failed delivery; doubled per attempt, with jitter.
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// Longest retry delay.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+    /// Deliveries are given up (status `failed`) after this many attempts.
+    pub retry_attempts: u32,
+    /// Built-in rules by name (see `dcmon rules list`): each can be turned off
+    /// (`enabled: false`) or tuned (`threshold`, `resolve`, `for`, `severity`).
+    pub builtins: std::collections::BTreeMap<String, BuiltinSetting>,
+}
+
+/// Changes to one built-in rule; unset fields keep the rule's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BuiltinSetting {
+    pub enabled: Option<bool>,
+    pub threshold: Option<f64>,
+    pub resolve: Option<f64>,
+    #[serde(rename = "for", with = "humantime_serde")]
+    pub for_: Option<Duration>,
+    /// `info`, `warning` or `critical`.
+    pub severity: Option<String>,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(15),
+            group_wait: Duration::ZERO,
+            group_interval: Duration::from_secs(60),
+            repeat_interval: Duration::from_secs(4 * 3600),
+            retry_initial: Duration::from_secs(1),
+            retry_max: Duration::from_secs(300),
+            retry_attempts: 12,
+            builtins: Default::default(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
@@ -190,6 +254,7 @@ impl Default for ServerConfig {
             bmc_poll: BmcPollConfig::default(),
             ui: UiConfig::default(),
             auth: AuthConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }
@@ -528,6 +593,7 @@ impl ServerConfig {
                 p.push(format!("auth.trusted_proxies[{i}]: {e}"));
             }
         }
+        p.extend(crate::alerts::validate_config(&self.alerts));
         if self.log.level.trim().is_empty() {
             p.push("log.level: must not be empty (e.g. info)".to_owned());
         }

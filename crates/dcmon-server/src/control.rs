@@ -166,6 +166,76 @@ const MIGRATIONS: &[&str] = &[
          BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
      CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
          BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;",
+    // 7: alert rules, channels (secrets sealed), silences, alerts with history, and the
+    // notification outbox (see `alerts`).
+    "CREATE TABLE alert_rules (
+         name TEXT PRIMARY KEY,
+         spec TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         updated_ms INTEGER NOT NULL,
+         updated_by TEXT NOT NULL
+     );
+     CREATE TABLE alert_channels (
+         id INTEGER PRIMARY KEY,
+         name TEXT NOT NULL UNIQUE,
+         kind TEXT NOT NULL,
+         config TEXT NOT NULL,
+         secrets TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         updated_by TEXT NOT NULL
+     );
+     CREATE TABLE silences (
+         id INTEGER PRIMARY KEY,
+         matchers TEXT NOT NULL,
+         starts_ms INTEGER NOT NULL,
+         ends_ms INTEGER NOT NULL,
+         author TEXT NOT NULL,
+         comment TEXT NOT NULL,
+         created_ms INTEGER NOT NULL
+     );
+     CREATE TABLE alerts (
+         id INTEGER PRIMARY KEY,
+         rule TEXT NOT NULL,
+         fingerprint TEXT NOT NULL,
+         labels TEXT NOT NULL,
+         annotations TEXT NOT NULL,
+         state TEXT NOT NULL,
+         value REAL,
+         active_since_ms INTEGER NOT NULL,
+         fired_ms INTEGER,
+         resolved_ms INTEGER,
+         updated_ms INTEGER NOT NULL,
+         acked_by TEXT,
+         acked_ms INTEGER,
+         notified_state TEXT,
+         notified_ms INTEGER,
+         channels TEXT NOT NULL
+     );
+     CREATE UNIQUE INDEX alerts_open ON alerts (rule, fingerprint) WHERE state != 'resolved';
+     CREATE INDEX alerts_resolved ON alerts (resolved_ms);
+     CREATE TABLE alert_history (
+         id INTEGER PRIMARY KEY,
+         alert_id INTEGER NOT NULL REFERENCES alerts(id) ON DELETE CASCADE,
+         ts_ms INTEGER NOT NULL,
+         state TEXT NOT NULL,
+         value REAL
+     );
+     CREATE INDEX alert_history_alert ON alert_history (alert_id);
+     CREATE TABLE notifications (
+         id INTEGER PRIMARY KEY,
+         channel TEXT NOT NULL,
+         group_key TEXT NOT NULL,
+         idempotency_key TEXT NOT NULL UNIQUE,
+         status TEXT NOT NULL,
+         message TEXT NOT NULL,
+         created_ms INTEGER NOT NULL,
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_ms INTEGER NOT NULL,
+         sent_ms INTEGER,
+         last_error TEXT
+     );
+     CREATE INDEX notifications_queued ON notifications (next_attempt_ms) WHERE status = 'queued';
+     CREATE INDEX notifications_group ON notifications (channel, group_key, created_ms);",
 ];
 
 /// An agent as the server knows it.

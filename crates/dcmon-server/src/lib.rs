@@ -13,6 +13,7 @@
 //! - [`bmcs`]: the BMC inventory (agentless polling targets, sealed credentials).
 //! - [`poller`]: polls the inventory's BMCs over RMCP+ into the tsdb and the events.
 //! - [`events`]: things that happened once (SEL entries), stored once each.
+//! - [`alerts`]: alert rules, built-ins, silences, channels and the notification outbox.
 //! - [`secrets`]: secrets at rest, sealed with the installation's key.
 //! - [`totp`]: TOTP codes, enrolment QR codes and recovery codes (pure).
 //! - [`fan_curves`]: fan curves of agentless BMCs; [`fanloop`] runs them over RMCP+.
@@ -20,6 +21,7 @@
 //! - [`Server`]: starts all of it.
 
 pub mod accounts;
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod bmcs;
@@ -163,6 +165,7 @@ impl Server {
 fn spawn_housekeeping(state: AppState) {
     poller::spawn(state.clone());
     tokio::spawn(fleet::keep_in_sync(state.clone()));
+    alerts::spawn(state.clone());
     tokio::spawn(commands::watch(
         state.control.clone(),
         state.commands.clone(),

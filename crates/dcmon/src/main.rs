@@ -1,6 +1,7 @@
 //! `dcmon`: the server binary and its admin commands. Thin: parse, load config, call
 //! the libraries.
 
+mod alerts_cli;
 mod bmc_cli;
 mod bmc_sim;
 mod command_cli;
@@ -116,6 +117,27 @@ enum Command {
         locate: Locate,
         #[command(subcommand)]
         command: fans_cli::FansCommand,
+    },
+    /// Alert rules: add, list, remove, import and check Prometheus rule files.
+    Rules {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: alerts_cli::RulesCommand,
+    },
+    /// Notification channels: email, Slack, Discord, Teams, Telegram, webhook.
+    Channels {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: alerts_cli::ChannelsCommand,
+    },
+    /// Alerts: list, acknowledge, silence; the notification outbox.
+    Alerts {
+        #[command(flatten)]
+        locate: Locate,
+        #[command(subcommand)]
+        command: alerts_cli::AlertsCommand,
     },
     /// Simulated BMCs (RMCP+, sensors, SEL, vendor fan commands) for development and tests.
     BmcSim(bmc_sim::BmcSimArgs),
@@ -465,6 +487,25 @@ fn main() -> Result<()> {
             let config = load_config(&locate, vec![])?;
             let db = ControlDb::open(&config.data_dir)?;
             bmc_cli::run(&config.data_dir, &db, command, &actor())
+        }
+        Command::Rules { locate, command } => alerts_cli::run_rules(
+            command,
+            || {
+                let config = load_config(&locate, vec![])?;
+                let db = ControlDb::open(&config.data_dir)?;
+                Ok((config, db))
+            },
+            &actor(),
+        ),
+        Command::Channels { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            alerts_cli::run_channels(&config, &db, command, &actor())
+        }
+        Command::Alerts { locate, command } => {
+            let config = load_config(&locate, vec![])?;
+            let db = ControlDb::open(&config.data_dir)?;
+            alerts_cli::run_alerts(&db, command, &actor())
         }
         Command::Fans { locate, command } => {
             let config = load_config(&locate, vec![])?;

@@ -10,6 +10,8 @@ use std::time::{Duration, Instant};
 mod accounts;
 #[path = "e2e/agent_live.rs"]
 mod agent_live;
+#[path = "e2e/alerts.rs"]
+mod alerts;
 #[path = "e2e/bmc_poller.rs"]
 mod bmc_poller;
 #[path = "e2e/bmc_sim.rs"]

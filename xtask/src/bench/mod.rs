@@ -1,6 +1,7 @@
 //! Benchmarks: each prints a table, with peers measured in the same run where one exists.
 
 mod agent;
+mod alerts;
 mod bmc;
 mod fleet;
 mod ipmi;
@@ -19,10 +20,13 @@ pub fn run(args: &[String]) -> Result<()> {
         Some("agent") => agent::run(&args[1..]),
         Some("bmc") => bmc::run(&args[1..]),
         Some("fleet") => fleet::run(&args[1..]),
+        Some("alerts") => alerts::run(&args[1..]),
         Some(other) => {
-            bail!("unknown benchmark {other:?}; available: wire, tsdb, ipmi, agent, bmc, fleet")
+            bail!(
+                "unknown benchmark {other:?}; available: wire, tsdb, ipmi, agent, bmc, fleet, alerts"
+            )
         }
-        None => bail!("usage: cargo xtask bench <wire|tsdb|ipmi|agent|bmc|fleet> [flags]"),
+        None => bail!("usage: cargo xtask bench <wire|tsdb|ipmi|agent|bmc|fleet|alerts> [flags]"),
     }
 }
 

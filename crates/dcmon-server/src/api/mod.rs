@@ -10,6 +10,7 @@
 mod account;
 mod agent;
 mod agents;
+mod alerts;
 mod audit;
 mod bmcs;
 mod commands;
@@ -166,6 +167,7 @@ impl Route {
 /// Every route of the server, in one list: the JSON API here, then the UI's pages.
 pub fn routes() -> Vec<Route> {
     let mut all = api_routes();
+    all.extend(alerts::routes());
     all.extend(crate::web::routes());
     all
 }

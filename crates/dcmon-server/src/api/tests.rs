@@ -1246,3 +1246,137 @@ async fn fleet_table_fills_from_pushes_and_streams_changes() {
     assert_eq!(event["rows"][0]["v"][7], 60);
     assert_eq!(event["removed"], serde_json::json!([]));
 }
+
+/// The alert endpoints: viewers read, operators write, bad bodies get 400 naming the
+/// problem, and no answer carries a channel secret.
+#[tokio::test]
+async fn alert_endpoints_check_roles_and_input_and_never_return_secrets() {
+    let h = Harness::new(Approval::Auto);
+    let viewer = h.token(Role::Viewer);
+    let operator = h.token(Role::Operator);
+    let call = |method: &str, path: &str, token: &str, body: &str| {
+        Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_owned()))
+            .unwrap()
+    };
+    let rule =
+        r#"{"name":"Hot","expr":"temp","threshold":{"op":">","value":90,"resolve":80},"for":"1m"}"#;
+    let (s, _) = h.send(call("POST", "/api/rules", &viewer, rule)).await;
+    assert_eq!(s, StatusCode::FORBIDDEN);
+    let (s, v) = h.send(call("POST", "/api/rules", &operator, rule)).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, _) = h.send(call("POST", "/api/rules", &operator, rule)).await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    for (body, expect) in [
+        ("not json", "rule body"),
+        (r#"{"name":"X","expr":"rate(up["}"#, "expr:"),
+        (
+            r#"{"name":"X","expr":"up","threshold":{"op":">","value":1,"resolve":5}}"#,
+            "resolve: 5",
+        ),
+        (r#"{"name":"X","expr":"up","surprise":1}"#, "unknown field"),
+        (r#"{"name":"GpuTemperatureHigh","expr":"up"}"#, "built-in"),
+    ] {
+        let (s, v) = h.send(call("POST", "/api/rules", &operator, body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(expect),
+            "{body}: {v}"
+        );
+    }
+    let (s, v) = h
+        .send(call("POST", "/api/rules/import", &operator, "groups: ["))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    let (s, v) = h.send(call("GET", "/api/rules", &viewer, "")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["rules"][0]["name"], "Hot");
+    assert!(v["builtins"].as_array().unwrap().len() >= 15);
+
+    let channel =
+        r#"{"name":"ops","type":"slack","url":"https://hooks.slack.com/services/T0/B0/SECRET42"}"#;
+    let (s, v) = h
+        .send(call("POST", "/api/channels", &operator, channel))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert!(!v.to_string().contains("SECRET42"), "{v}");
+    let (s, v) = h.send(call("GET", "/api/channels", &viewer, "")).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["channels"][0]["type"], "slack");
+    assert!(!v.to_string().contains("SECRET42"), "{v}");
+    for body in [
+        r#"{"name":"x","type":"pager"}"#,
+        r#"{"name":"x","type":"slack","url":"http://hooks.example.com/x"}"#,
+        r#"{"name":"x","type":"telegram","token":"1:a"}"#,
+    ] {
+        let (s, v) = h.send(call("POST", "/api/channels", &operator, body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (s, _) = h
+        .send(call("POST", "/api/channels/nope/test", &operator, ""))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, v) = h
+        .send(call(
+            "POST",
+            "/api/silences",
+            &operator,
+            r#"{"matchers":["host=~gpu-.*"],"duration":"1h","comment":"swap"}"#,
+        ))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["silence"]["id"].as_i64().unwrap();
+    for body in [
+        r#"{"matchers":[],"duration":"1h"}"#,
+        r#"{"matchers":["host=~("],"duration":"1h"}"#,
+        r#"{"matchers":["a=b"]}"#,
+    ] {
+        let (s, v) = h.send(call("POST", "/api/silences", &operator, body)).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (s, _) = h
+        .send(call(
+            "DELETE",
+            &format!("/api/silences/{id}"),
+            &operator,
+            "",
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+    let (s, _) = h
+        .send(call(
+            "DELETE",
+            &format!("/api/silences/{id}"),
+            &operator,
+            "",
+        ))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+
+    let (s, _) = h
+        .send(call("GET", "/api/alerts?state=bogus", &viewer, ""))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, v) = h.send(call("GET", "/api/alerts", &viewer, "")).await;
+    assert_eq!(
+        (s, v["alerts"].as_array().map(Vec::len)),
+        (StatusCode::OK, Some(0))
+    );
+    let (s, _) = h
+        .send(call("POST", "/api/alerts/99/ack", &operator, ""))
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    let (s, _) = h
+        .send(call("GET", "/api/notifications?status=lost", &viewer, ""))
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = h
+        .send(call("DELETE", "/api/rules/Hot", &operator, ""))
+        .await;
+    assert_eq!(s, StatusCode::NO_CONTENT);
+}
