@@ -177,17 +177,7 @@ fn measure_agent(dir: &Path, opts: &Opts) -> Result<Figures> {
             ]),
         &dir.join("server.log"),
     )?;
-    let cert = data.join("tls").join("server.crt");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cert.exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "dcmon server did not start; see {}",
-                dir.join("server.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let cert = super::wait_for_certificate(&data, dir)?;
     std::thread::sleep(Duration::from_millis(300));
     let join = output(
         Command::new(dcmon_binary())

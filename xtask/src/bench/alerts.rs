@@ -284,17 +284,7 @@ fn measure(dir: &Path, opts: &Opts) -> Result<()> {
             .context("starting dcmon server")?,
     );
     let pid = server.0.id();
-    let cert = data.join("tls").join("server.crt");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !cert.exists() {
-        if Instant::now() > deadline {
-            bail!(
-                "dcmon server did not start; see {}",
-                dir.join("server.log").display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let cert = super::wait_for_certificate(&data, dir)?;
     let token = dcmon(&["token", "create", "--role", "operator"])?
         .trim()
         .to_owned();

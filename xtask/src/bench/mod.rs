@@ -58,6 +58,26 @@ impl Drop for Running {
     }
 }
 
+/// Waits up to a minute for a starting `dcmon server` on `data` to write its certificate
+/// (it does so before it listens); its path. `dir` holds the server's log.
+fn wait_for_certificate(
+    data: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf> {
+    let cert = data.join("tls").join("server.crt");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !cert.exists() {
+        if std::time::Instant::now() > deadline {
+            bail!(
+                "dcmon server did not start; see {}",
+                dir.join("server.log").display()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Ok(cert)
+}
+
 /// Runs `cmd` to completion; its standard output, or an error with its standard error.
 fn output(cmd: &mut Command) -> Result<String> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
