@@ -417,6 +417,15 @@ struct Dispatch {
 }
 
 impl Dispatch {
+    /// Nothing loaded yet: the first `reload` reads the store.
+    fn empty() -> Self {
+        Self {
+            channels: Vec::new(),
+            silences: ActiveSilences::default(),
+            version: -1,
+        }
+    }
+
     fn reload(&mut self, state: &AppState) -> Result<(), AlertError> {
         let version = state.control.data_version()?;
         if version == self.version {
@@ -606,11 +615,7 @@ fn record_counters(state: &AppState, now: i64) -> Result<(), AlertError> {
 
 async fn dispatcher(state: AppState, wake: Arc<Notify>) {
     let clients = Arc::new(Clients::default());
-    let mut d = Dispatch {
-        channels: Vec::new(),
-        silences: ActiveSilences::default(),
-        version: -1,
-    };
+    let mut d = Dispatch::empty();
     let s = state.clone();
     if let Some(Err(e)) = blocking(move || s.control.retry_queued_now(s.clock.now_ms())).await {
         tracing::warn!(error = %e, "resuming queued notifications");
@@ -837,11 +842,7 @@ mod tests {
     fn fires_after_for_is_notified_once_and_not_again_after_a_restart() {
         let h = Harness::new();
         let mut ev = Evaluator::load(&h.state).unwrap();
-        let mut d = Dispatch {
-            channels: Vec::new(),
-            silences: ActiveSilences::default(),
-            version: -1,
-        };
+        let mut d = Dispatch::empty();
         let now = h.at(0, 95.0);
         ev.reload(&h.state, now).unwrap();
         d.reload(&h.state).unwrap();
@@ -885,11 +886,7 @@ mod tests {
     fn flapping_is_grouped_into_one_message_per_group_interval() {
         let h = Harness::new();
         let mut ev = Evaluator::load(&h.state).unwrap();
-        let mut d = Dispatch {
-            channels: Vec::new(),
-            silences: ActiveSilences::default(),
-            version: -1,
-        };
+        let mut d = Dispatch::empty();
         ev.reload(&h.state, T0).unwrap();
         d.reload(&h.state).unwrap();
         // Values swing across both thresholds every 15 s for 3 minutes.
@@ -976,11 +973,7 @@ mod tests {
                 .add_alert_channel(&secrets, &c, "test")
                 .unwrap();
         }
-        let mut d = Dispatch {
-            channels: Vec::new(),
-            silences: ActiveSilences::default(),
-            version: -1,
-        };
+        let mut d = Dispatch::empty();
         d.reload(&h.state).unwrap();
         let check = |labels: &[(&str, &str)], named: &[&str], expect: &[&str]| {
             let a = AlertRecord {
@@ -1036,11 +1029,7 @@ mod tests {
     fn silenced_alerts_wait_and_acked_alerts_do_not_repeat() {
         let h = Harness::new();
         let mut ev = Evaluator::load(&h.state).unwrap();
-        let mut d = Dispatch {
-            channels: Vec::new(),
-            silences: ActiveSilences::default(),
-            version: -1,
-        };
+        let mut d = Dispatch::empty();
         h.state
             .control
             .add_silence(
