@@ -152,7 +152,7 @@ pub(crate) fn run_rules(
     match command {
         RulesCommand::Add(a) => {
             let spec = a.spec()?;
-            db.add_alert_rule(&spec, actor)?;
+            db.add_alert_rule(&spec, actor, None)?;
             println!("added rule {}", spec.name);
             Ok(())
         }
@@ -208,7 +208,7 @@ pub(crate) fn run_rules(
             Ok(())
         }
         RulesCommand::Remove { name } => {
-            db.remove_alert_rule(&name, actor)?;
+            db.remove_alert_rule(&name, actor, None)?;
             println!("removed rule {name}");
             Ok(())
         }
@@ -222,7 +222,7 @@ pub(crate) fn run_rules(
             if !parsed.errors.is_empty() {
                 bail!("{}\nnothing imported", parsed.errors.join("\n"));
             }
-            let n = db.import_alert_rules(&parsed.rules, actor)?;
+            let n = db.import_alert_rules(&parsed.rules, actor, None)?;
             println!("imported {n} rules from {}", file.display());
             Ok(())
         }
@@ -413,7 +413,7 @@ pub(crate) fn run_channels(
     let secrets = || SecretBox::open(&config.data_dir);
     match command {
         ChannelsCommand::Add(a) => {
-            let c = db.add_alert_channel(&secrets()?, &a.new_channel()?, actor)?;
+            let c = db.add_alert_channel(&secrets()?, &a.new_channel()?, actor, None)?;
             println!(
                 "added {} channel {}; try it with `dcmon channels test {}`",
                 c.kind.as_str(),
@@ -452,7 +452,7 @@ pub(crate) fn run_channels(
             Ok(())
         }
         ChannelsCommand::Remove { name } => {
-            db.remove_alert_channel(&name, actor)?;
+            db.remove_alert_channel(&name, actor, None)?;
             println!("removed channel {name}");
             Ok(())
         }
@@ -564,7 +564,7 @@ pub(crate) fn run_alerts(db: &ControlDb, command: AlertsCommand, actor: &str) ->
             Ok(())
         }
         AlertsCommand::Ack { id } => {
-            let a = db.ack_alert(id, actor)?;
+            let a = db.ack_alert(id, actor, None)?;
             println!("acknowledged alert {} ({})", a.id, a.rule);
             Ok(())
         }
@@ -582,6 +582,7 @@ pub(crate) fn run_alerts(db: &ControlDb, command: AlertsCommand, actor: &str) ->
                     comment,
                 },
                 actor,
+                None,
             )?;
             println!(
                 "silence {} until {} ({})",
@@ -595,7 +596,7 @@ pub(crate) fn run_alerts(db: &ControlDb, command: AlertsCommand, actor: &str) ->
             Ok(())
         }
         AlertsCommand::Unsilence { id } => {
-            db.expire_silence(id, actor)?;
+            db.expire_silence(id, actor, None)?;
             println!("silence {id} ended");
             Ok(())
         }

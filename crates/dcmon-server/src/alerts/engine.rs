@@ -793,7 +793,7 @@ mod tests {
                 r#"{"name":"Hot","expr":"temp","for":"30s","threshold":{"op":">","value":90,"resolve":80}}"#,
             )
             .unwrap();
-            state.control.add_alert_rule(&rule, "test").unwrap();
+            state.control.add_alert_rule(&rule, "test", None).unwrap();
             let hook: NewChannel = serde_json::from_str(
                 r#"{"name":"hook","type":"webhook","url":"https://127.0.0.1:9/x"}"#,
             )
@@ -801,7 +801,7 @@ mod tests {
             let secrets = SecretBox::open(dir.path()).unwrap();
             state
                 .control
-                .add_alert_channel(&secrets, &hook, "test")
+                .add_alert_channel(&secrets, &hook, "test", None)
                 .unwrap();
             Self {
                 _dir: dir,
@@ -970,7 +970,7 @@ mod tests {
             let c: NewChannel = serde_json::from_str(json).unwrap();
             h.state
                 .control
-                .add_alert_channel(&secrets, &c, "test")
+                .add_alert_channel(&secrets, &c, "test", None)
                 .unwrap();
         }
         let mut d = Dispatch::empty();
@@ -1041,6 +1041,7 @@ mod tests {
                     comment: "maintenance".into(),
                 },
                 "test",
+                None,
             )
             .unwrap();
         ev.reload(&h.state, T0).unwrap();
@@ -1064,7 +1065,7 @@ mod tests {
             .list_alerts(Some(State::Firing), 0, 1)
             .unwrap()[0]
             .id;
-        h.state.control.ack_alert(id, "op").unwrap();
+        h.state.control.ack_alert(id, "op", None).unwrap();
         let repeat = h.state.config().alerts.repeat_interval.as_secs() as i64;
         let now = h.at(61 + repeat + 1, 95.0);
         enqueue(&h.state, &d, now).unwrap();

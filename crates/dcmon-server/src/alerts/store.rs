@@ -156,6 +156,7 @@ fn put_rule(
     spec: &RuleSpec,
     actor: &str,
     replace: bool,
+    remote: Option<&str>,
 ) -> Result<(), AlertError> {
     let problems = spec.validate();
     if !problems.is_empty() {
@@ -188,7 +189,7 @@ fn put_rule(
     if n == 0 {
         return Err(AlertError::Exists(format!("rule {}", spec.name)));
     }
-    audit(tx, actor, "alert_rule.put", &spec.name, &text, None)?;
+    audit(tx, actor, "alert_rule.put", &spec.name, &text, remote)?;
     Ok(())
 }
 
@@ -196,20 +197,30 @@ impl ControlDb {
     // ---- rules ------------------------------------------------------------------
 
     /// Adds a rule; refused when the name is taken.
-    pub fn add_alert_rule(&self, spec: &RuleSpec, actor: &str) -> Result<(), AlertError> {
+    pub fn add_alert_rule(
+        &self,
+        spec: &RuleSpec,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<(), AlertError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        put_rule(&tx, spec, actor, false)?;
+        put_rule(&tx, spec, actor, false, remote)?;
         tx.commit()?;
         Ok(())
     }
 
     /// Adds or replaces every rule, all or none (an import).
-    pub fn import_alert_rules(&self, specs: &[RuleSpec], actor: &str) -> Result<usize, AlertError> {
+    pub fn import_alert_rules(
+        &self,
+        specs: &[RuleSpec],
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<usize, AlertError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         for s in specs {
-            put_rule(&tx, s, actor, true)?;
+            put_rule(&tx, s, actor, true, remote)?;
         }
         tx.commit()?;
         Ok(specs.len())
@@ -230,7 +241,12 @@ impl ControlDb {
     }
 
     /// Removes a rule; its open alerts resolve at the next evaluation.
-    pub fn remove_alert_rule(&self, name: &str, actor: &str) -> Result<(), AlertError> {
+    pub fn remove_alert_rule(
+        &self,
+        name: &str,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<(), AlertError> {
         let conn = self.conn();
         let n = conn.execute("DELETE FROM alert_rules WHERE name = ?1", params![name])?;
         if n == 0 {
@@ -238,7 +254,7 @@ impl ControlDb {
                 "rule {name:?}; see `dcmon rules list`"
             )));
         }
-        audit(&conn, actor, "alert_rule.remove", name, "", None)?;
+        audit(&conn, actor, "alert_rule.remove", name, "", remote)?;
         Ok(())
     }
 
@@ -249,6 +265,7 @@ impl ControlDb {
         secrets: &SecretBox,
         new: &NewChannel,
         actor: &str,
+        remote: Option<&str>,
     ) -> Result<ChannelRecord, AlertError> {
         let problems = new.validate();
         if !problems.is_empty() {
@@ -290,7 +307,7 @@ impl ControlDb {
             "alert_channel.add",
             &new.name,
             &format!("type={} {text}", new.kind.as_str()),
-            None,
+            remote,
         )?;
         let record = tx
             .query_row(
@@ -312,7 +329,12 @@ impl ControlDb {
         Ok(collect(rows)?.into_iter().map(|(c, _)| c).collect())
     }
 
-    pub fn remove_alert_channel(&self, name: &str, actor: &str) -> Result<(), AlertError> {
+    pub fn remove_alert_channel(
+        &self,
+        name: &str,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<(), AlertError> {
         let conn = self.conn();
         let n = conn.execute("DELETE FROM alert_channels WHERE name = ?1", params![name])?;
         if n == 0 {
@@ -320,7 +342,7 @@ impl ControlDb {
                 "channel {name:?}; see `dcmon channels list`"
             )));
         }
-        audit(&conn, actor, "alert_channel.remove", name, "", None)?;
+        audit(&conn, actor, "alert_channel.remove", name, "", remote)?;
         Ok(())
     }
 
@@ -366,7 +388,12 @@ impl ControlDb {
 
     // ---- silences ---------------------------------------------------------------
 
-    pub fn add_silence(&self, new: &NewSilence, author: &str) -> Result<SilenceRecord, AlertError> {
+    pub fn add_silence(
+        &self,
+        new: &NewSilence,
+        author: &str,
+        remote: Option<&str>,
+    ) -> Result<SilenceRecord, AlertError> {
         if new.matchers.is_empty() {
             return Err(AlertError::Invalid(
                 "a silence needs at least one matcher (e.g. host=gpu-07)".into(),
@@ -405,7 +432,7 @@ impl ControlDb {
             "silence.add",
             &id.to_string(),
             &format!("{matchers} until {ends} {}", new.comment),
-            None,
+            remote,
         )?;
         Ok(SilenceRecord {
             id,
@@ -439,7 +466,12 @@ impl ControlDb {
     }
 
     /// Ends a silence now.
-    pub fn expire_silence(&self, id: i64, actor: &str) -> Result<(), AlertError> {
+    pub fn expire_silence(
+        &self,
+        id: i64,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<(), AlertError> {
         let conn = self.conn();
         let now = now_ms();
         let n = conn.execute(
@@ -451,7 +483,7 @@ impl ControlDb {
                 "active silence {id}; see `dcmon alerts silences`"
             )));
         }
-        audit(&conn, actor, "silence.expire", &id.to_string(), "", None)?;
+        audit(&conn, actor, "silence.expire", &id.to_string(), "", remote)?;
         Ok(())
     }
 
@@ -580,7 +612,12 @@ impl ControlDb {
     }
 
     /// Acknowledges an open alert: no repeat notifications for it.
-    pub fn ack_alert(&self, id: i64, actor: &str) -> Result<AlertRecord, AlertError> {
+    pub fn ack_alert(
+        &self,
+        id: i64,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<AlertRecord, AlertError> {
         let conn = self.conn();
         let n = conn.execute(
             "UPDATE alerts SET acked_by = ?2, acked_ms = ?3 WHERE id = ?1 AND state != 'resolved'",
@@ -591,7 +628,7 @@ impl ControlDb {
                 "open alert {id}; see `dcmon alerts list`"
             )));
         }
-        audit(&conn, actor, "alert.ack", &id.to_string(), "", None)?;
+        audit(&conn, actor, "alert.ack", &id.to_string(), "", remote)?;
         drop(conn);
         self.alert(id)
     }

@@ -2,7 +2,7 @@
 //! reads, operator writes). Channel answers never carry a secret.
 
 use super::{Access, Route};
-use super::{ApiError, run_blocking};
+use super::{ApiError, ClientAddr, run_blocking};
 use crate::alerts::channels::NewChannel;
 use crate::alerts::lifecycle::State as AlertState;
 use crate::alerts::rules::RuleSpec;
@@ -118,10 +118,15 @@ pub(super) async fn get_one(
 pub(super) async fn ack(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Path(id): Path<i64>,
 ) -> Result<Json<Value>, ApiError> {
     let db = state.control.clone();
-    let alert = run_blocking(move || db.ack_alert(id, &who.name), alert_error).await?;
+    let alert = run_blocking(
+        move || db.ack_alert(id, &who.name, Some(&remote)),
+        alert_error,
+    )
+    .await?;
     Ok(Json(json!({ "alert": alert })))
 }
 
@@ -140,6 +145,7 @@ pub(super) async fn rules_list(State(state): State<AppState>) -> Result<Json<Val
 pub(super) async fn rules_add(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<RuleSpec>), ApiError> {
     let spec: RuleSpec = body(
@@ -148,7 +154,11 @@ pub(super) async fn rules_add(
     )?;
     let db = state.control.clone();
     let s = spec.clone();
-    run_blocking(move || db.add_alert_rule(&s, &who.name), alert_error).await?;
+    run_blocking(
+        move || db.add_alert_rule(&s, &who.name, Some(&remote)),
+        alert_error,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(spec)))
 }
 
@@ -156,10 +166,15 @@ pub(super) async fn rules_add(
 pub(super) async fn rules_remove(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let db = state.control.clone();
-    run_blocking(move || db.remove_alert_rule(&name, &who.name), alert_error).await?;
+    run_blocking(
+        move || db.remove_alert_rule(&name, &who.name, Some(&remote)),
+        alert_error,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -168,6 +183,7 @@ pub(super) async fn rules_remove(
 pub(super) async fn rules_import(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let text = String::from_utf8(bytes.to_vec()).map_err(|e| {
@@ -180,7 +196,7 @@ pub(super) async fn rules_import(
     let db = state.control.clone();
     let rules = parsed.rules;
     let n = run_blocking(
-        move || db.import_alert_rules(&rules, &who.name),
+        move || db.import_alert_rules(&rules, &who.name, Some(&remote)),
         alert_error,
     )
     .await?;
@@ -202,6 +218,7 @@ pub(super) async fn channels_list(State(state): State<AppState>) -> Result<Json<
 pub(super) async fn channels_add(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let new: NewChannel = body(
@@ -213,7 +230,7 @@ pub(super) async fn channels_add(
     let record = run_blocking(
         move || {
             let secrets = SecretBox::open(&data_dir)?;
-            db.add_alert_channel(&secrets, &new, &who.name)
+            db.add_alert_channel(&secrets, &new, &who.name, Some(&remote))
         },
         alert_error,
     )
@@ -225,11 +242,12 @@ pub(super) async fn channels_add(
 pub(super) async fn channels_remove(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let db = state.control.clone();
     run_blocking(
-        move || db.remove_alert_channel(&name, &who.name),
+        move || db.remove_alert_channel(&name, &who.name, Some(&remote)),
         alert_error,
     )
     .await?;
@@ -281,6 +299,7 @@ pub(super) async fn silences_list(
 pub(super) async fn silences_add(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let new: NewSilence = body(
@@ -288,7 +307,11 @@ pub(super) async fn silences_add(
         "silence body (expected {\"matchers\": [\"host=gpu-07\"], \"duration\": \"2h\", \"comment\": \"...\"})",
     )?;
     let db = state.control.clone();
-    let s = run_blocking(move || db.add_silence(&new, &who.name), alert_error).await?;
+    let s = run_blocking(
+        move || db.add_silence(&new, &who.name, Some(&remote)),
+        alert_error,
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(json!({ "silence": s }))))
 }
 
@@ -296,10 +319,15 @@ pub(super) async fn silences_add(
 pub(super) async fn silences_remove(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Path(id): Path<i64>,
 ) -> Result<StatusCode, ApiError> {
     let db = state.control.clone();
-    run_blocking(move || db.expire_silence(id, &who.name), alert_error).await?;
+    run_blocking(
+        move || db.expire_silence(id, &who.name, Some(&remote)),
+        alert_error,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -284,11 +284,11 @@ impl axum::extract::FromRequestParts<AppState> for ClientAddr {
         parts: &mut axum::http::request::Parts,
         state: &AppState,
     ) -> Result<Self, ApiError> {
-        let peer = parts
-            .extensions
-            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
-            .map(|c| c.0)
-            .ok_or_else(|| ApiError::internal("the server runs without peer addresses"))?;
+        use axum::extract::ConnectInfo;
+        let ConnectInfo(peer) =
+            ConnectInfo::<std::net::SocketAddr>::from_request_parts(parts, state)
+                .await
+                .map_err(ApiError::internal)?;
         Ok(Self(
             crate::auth::client_ip(state, peer, &parts.headers).to_string(),
         ))

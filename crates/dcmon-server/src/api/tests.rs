@@ -1379,4 +1379,21 @@ async fn alert_endpoints_check_roles_and_input_and_never_return_secrets() {
         .send(call("DELETE", "/api/rules/Hot", &operator, ""))
         .await;
     assert_eq!(s, StatusCode::NO_CONTENT);
+    // Changes made over the API are audited with the caller's address.
+    let audited: Vec<(String, Option<String>)> = h
+        .state
+        .control
+        .audit_tail(100)
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("alert_rule."))
+        .map(|e| (e.action, e.remote))
+        .collect();
+    assert!(
+        audited.len() >= 2
+            && audited
+                .iter()
+                .all(|(_, r)| r.as_deref() == Some("127.0.0.1")),
+        "{audited:?}"
+    );
 }
