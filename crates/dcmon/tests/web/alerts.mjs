@@ -127,6 +127,24 @@ await step('alerts-rules', async () => {
   await admin.waitForSelector(`${rule} [data-field="state"]:has-text("firing (1)")`, { timeout: 30000 });
 });
 
+await step('alerts-import', async () => {
+  // A Prometheus rule file: a refused one names the line and rule next to the text.
+  const file = (name, expr) => `groups:\n  - name: web\n    rules:\n      - alert: ${name}\n        expr: ${expr}\n        for: 1m\n`;
+  await admin.fill('#import-form textarea[name="yaml"]', file('WebImported', `rate(${METRIC}[5m]`));
+  await admin.click('#import-form button[type="submit"]');
+  const note = admin.locator('#import-form [data-error-for="yaml"]');
+  await note.filter({ hasText: 'body:4: rule "WebImported": expr:' }).waitFor();
+  await admin.fill('#import-form textarea[name="yaml"]', file('WebImported', `${METRIC} < 0`));
+  await admin.click('#import-form button[type="submit"]');
+  await admin.waitForSelector('#import-result .alert.ok:has-text("Imported 1 rule.")');
+  check(await note.textContent() === '', 'the refusal stays after the import');
+  const imported = '#rules-body tr[data-rule="WebImported"]';
+  await admin.waitForSelector(imported);
+  check((await admin.locator(`${imported} td`).nth(4).textContent()) === 'any series', 'an imported rule has a threshold');
+  await admin.click(`${imported} button:has-text("Remove")`);
+  await admin.waitForSelector(imported, { state: 'detached' });
+});
+
 await step('alerts-firing', async () => {
   await admin.click('nav.subnav a[href="/alerts"]');
   await admin.waitForSelector(firing);
@@ -138,13 +156,32 @@ await step('alerts-firing', async () => {
   // The firing alert reached the channel (its route takes every alert).
   await waitFor('the firing notification', async () => (await received())
     .some((b) => b.status === 'firing' && b.alerts.some((a) => a.labels.alertname === RULE)));
+  // Filters by state and text.
+  await admin.selectOption('#alerts-state', 'pending');
+  check(await admin.locator(firing).count() === 0 && await admin.locator('#resolved-section').isHidden(), 'the state filter');
+  await admin.selectOption('#alerts-state', 'firing');
+  await admin.fill('#alerts-filter', 'no-such-host');
+  await admin.waitForSelector('#open-body td:has-text("No alert matches.")');
+  await admin.fill('#alerts-filter', HOST);
+  await admin.waitForSelector(firing);
+  await admin.selectOption('#alerts-state', '');
+  await admin.fill('#alerts-filter', '');
   await admin.click(`${firing} button:has-text("Acknowledge")`);
   await admin.waitForSelector(`${firing} td[data-field="acked"]:has-text("admin")`);
   check(await admin.locator(`${firing} button:has-text("Acknowledge")`).count() === 0, 'an acked alert offers Acknowledge');
 });
 
 await step('alerts-history', async () => {
-  await admin.click(`${firing} button:has-text("History")`);
+  // Keyboard: the row's History button is reachable with Tab from the filter box and
+  // opens with Enter.
+  await admin.focus('#alerts-filter');
+  let reached = false;
+  for (let i = 0; i < 15 && !reached; i++) {
+    await admin.keyboard.press('Tab');
+    reached = await admin.evaluate(() => document.activeElement?.textContent === 'History');
+  }
+  check(reached, 'the History button is not reachable with Tab');
+  await admin.keyboard.press('Enter');
   const detail = admin.locator('#open-body tr.detail-row');
   await detail.waitFor();
   // It stays open across refreshes, with the alert's changes of state.
