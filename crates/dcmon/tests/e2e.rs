@@ -24,6 +24,8 @@ mod fan_control;
 mod ipmi_sim;
 #[path = "e2e/promql_compat.rs"]
 mod promql_compat;
+#[path = "e2e/web_alerts.rs"]
+mod web_alerts;
 #[path = "e2e/web_bmc.rs"]
 mod web_bmc;
 #[path = "e2e/web_ui.rs"]

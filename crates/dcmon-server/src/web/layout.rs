@@ -29,12 +29,17 @@ struct NavItem {
     min: Role,
 }
 
-/// The whole navigation, in order. One list, so later pages (Alerts) are one more entry
-/// here with their role.
+/// The whole navigation, in order. One list: a new page is one more entry here with its
+/// role.
 const NAV: &[NavItem] = &[
     NavItem {
         href: "/",
         label: "Fleet",
+        min: Role::Viewer,
+    },
+    NavItem {
+        href: "/alerts",
+        label: "Alerts",
         min: Role::Viewer,
     },
     NavItem {

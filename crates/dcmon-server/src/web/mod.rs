@@ -3,6 +3,7 @@
 //! uPlot). Pages carry no data; their scripts fetch it from the JSON APIs with the
 //! session cookie and send the page's CSRF token on every write.
 
+mod alert_pages;
 mod assets;
 mod layout;
 mod pages;
@@ -27,6 +28,11 @@ pub fn routes() -> Vec<Route> {
         Route::get("/login", Public, login),
         Route::get("/static/{*path}", Public, assets::serve),
         Route::get("/", Page(Viewer), fleet),
+        Route::get("/alerts", Page(Viewer), alerts),
+        Route::get("/alerts/rules", Page(Viewer), alert_rules),
+        Route::get("/alerts/channels", Page(Viewer), alert_channels),
+        Route::get("/alerts/silences", Page(Viewer), alert_silences),
+        Route::get("/alerts/{id}", Page(Viewer), alert),
         Route::get("/machines/{host}", Page(Viewer), machine),
         Route::get("/agents", Page(Viewer), agents),
         Route::get("/bmcs", Page(Viewer), bmcs),
@@ -137,6 +143,26 @@ async fn bmcs(Extension(p): Extension<Principal>) -> Response {
 
 async fn bmc(Extension(p): Extension<Principal>, Path(name): Path<String>) -> Response {
     html(pages::bmc(&user(&p), &name))
+}
+
+async fn alerts(Extension(p): Extension<Principal>) -> Response {
+    html(alert_pages::alerts(&user(&p), None))
+}
+
+async fn alert(Extension(p): Extension<Principal>, Path(id): Path<i64>) -> Response {
+    html(alert_pages::alerts(&user(&p), Some(id)))
+}
+
+async fn alert_rules(Extension(p): Extension<Principal>) -> Response {
+    html(alert_pages::rules(&user(&p)))
+}
+
+async fn alert_channels(Extension(p): Extension<Principal>) -> Response {
+    html(alert_pages::channels(&user(&p)))
+}
+
+async fn alert_silences(Extension(p): Extension<Principal>) -> Response {
+    html(alert_pages::silences(&user(&p)))
 }
 
 async fn users(Extension(p): Extension<Principal>) -> Response {

@@ -1,5 +1,5 @@
 use super::layout::PageUser;
-use super::pages;
+use super::{alert_pages, pages};
 use crate::auth::Role;
 
 fn user(role: Role) -> PageUser<'static> {
@@ -22,6 +22,10 @@ fn every_page(role: Role) -> Vec<(&'static str, String)> {
         ),
         ("bmcs", pages::bmcs(&u).into_string()),
         ("bmc", pages::bmc(&u, "rack1-smc").into_string()),
+        ("alerts", alert_pages::alerts(&u, None).into_string()),
+        ("alert rules", alert_pages::rules(&u).into_string()),
+        ("alert channels", alert_pages::channels(&u).into_string()),
+        ("silences", alert_pages::silences(&u).into_string()),
         ("users", pages::users(&u).into_string()),
         ("tokens", pages::tokens(&u).into_string()),
         ("audit", pages::audit(&u).into_string()),
@@ -52,18 +56,19 @@ fn navigation_shows_only_what_the_role_may_open() {
     };
     check(
         Role::Viewer,
-        &["/", "/agents", "/bmcs", "/tokens", "/settings"],
+        &["/", "/alerts", "/agents", "/bmcs", "/tokens", "/settings"],
         &["/users", "/audit"],
     );
     check(
         Role::Operator,
-        &["/", "/agents", "/bmcs", "/tokens", "/settings"],
+        &["/", "/alerts", "/agents", "/bmcs", "/tokens", "/settings"],
         &["/users", "/audit"],
     );
     check(
         Role::Admin,
         &[
             "/",
+            "/alerts",
             "/agents",
             "/bmcs",
             "/users",
@@ -273,10 +278,10 @@ fn bmc_page_is_a_shell_with_charts_and_its_name_escaped() {
     assert!(html.contains("uPlot.iife.min.js") && html.contains("js/bmc.js"));
 }
 
-/// The BMC pages through the real router: their access policy (sign-in first, every
+/// The BMC and Alerts pages through the real router: their access policy (sign-in first, every
 /// role may look) and the page each role gets.
 #[tokio::test]
-async fn bmc_pages_are_served_to_signed_in_users_and_send_others_to_sign_in() {
+async fn bmc_and_alert_pages_are_served_to_signed_in_users_and_send_others_to_sign_in() {
     use crate::config::ServerConfig;
     use crate::control::{ControlDb, now_ms};
     use crate::state::{AppState, SystemClock};
@@ -316,13 +321,19 @@ async fn bmc_pages_are_served_to_signed_in_users_and_send_others_to_sign_in() {
             (status, location, String::from_utf8(body.to_vec()).unwrap())
         }
     };
-    for path in ["/bmcs", "/bmcs/rack1-smc"] {
+    for path in [
+        "/bmcs",
+        "/bmcs/rack1-smc",
+        "/alerts",
+        "/alerts/rules",
+        "/alerts/channels",
+        "/alerts/silences",
+        "/alerts/7",
+    ] {
         let (status, location, _) = get(path, None).await;
         assert_eq!(status, StatusCode::SEE_OTHER, "{path}");
-        assert!(
-            location.unwrap().starts_with("/login?next=%2Fbmcs"),
-            "{path}"
-        );
+        let next = format!("/login?next={}", path.replace('/', "%2F"));
+        assert_eq!(location.as_deref(), Some(next.as_str()), "{path}");
     }
     let now = now_ms();
     for (name, role) in [
@@ -350,6 +361,121 @@ async fn bmc_pages_are_served_to_signed_in_users_and_send_others_to_sign_in() {
             html.contains(r#"data-can-write="true""#),
             role >= Role::Operator,
             "{name}"
+        );
+        for (path, id, form) in [
+            ("/alerts", "open-table", "silence-form"),
+            ("/alerts/rules", "rules-table", "rule-form"),
+            ("/alerts/channels", "channels-table", "channel-form"),
+            ("/alerts/silences", "silences-table", "silence-form"),
+            ("/alerts/7", "open-table", "silence-form"),
+        ] {
+            let (status, _, html) = get(path, Some(&session.id)).await;
+            assert_eq!(status, StatusCode::OK, "{name} {path}");
+            assert!(html.contains(&format!("id=\"{id}\"")), "{name} {path}");
+            assert!(html.contains(&session.csrf), "{name} {path}");
+            assert_eq!(
+                html.contains(r#"data-open-alert="7""#),
+                path == "/alerts/7",
+                "{name} {path}"
+            );
+            assert_eq!(
+                html.contains(&format!("id=\"{form}\"")),
+                role >= Role::Operator,
+                "{name} {path}"
+            );
+        }
+    }
+}
+
+#[test]
+fn alerts_come_first_after_the_fleet_and_stay_marked_on_their_sub_pages() {
+    for (name, html) in [
+        ("alerts", alert_pages::alerts(&user(Role::Viewer), None)),
+        ("alert", alert_pages::alerts(&user(Role::Viewer), Some(7))),
+        ("rules", alert_pages::rules(&user(Role::Viewer))),
+        ("channels", alert_pages::channels(&user(Role::Viewer))),
+        ("silences", alert_pages::silences(&user(Role::Viewer))),
+    ] {
+        let html = html.into_string();
+        let nav = &html[html.find(r#"<ul class="nav">"#).unwrap()..];
+        let at = |href: &str| nav.find(&format!("href=\"{href}\"")).unwrap();
+        assert!(
+            at("/") < at("/alerts") && at("/alerts") < at("/agents"),
+            "{name}"
+        );
+        assert!(
+            nav.contains(r#"<a href="/alerts" aria-current="page">Alerts</a>"#),
+            "{name}: Alerts is not marked"
+        );
+        // The sub-navigation reaches all four pages and marks only this one.
+        for href in [
+            "/alerts",
+            "/alerts/rules",
+            "/alerts/channels",
+            "/alerts/silences",
+        ] {
+            assert!(html.contains(&format!("href=\"{href}\"")), "{name}: {href}");
+        }
+        assert_eq!(
+            html.matches(r#"aria-current="page""#).count(),
+            2,
+            "{name}: the main and the sub-navigation mark one entry each"
+        );
+    }
+}
+
+#[test]
+fn alert_write_controls_only_for_operators_and_admins() {
+    let forms = [
+        ("alerts", "silence-form"),
+        ("rules", "rule-form"),
+        ("rules", "import-form"),
+        ("channels", "channel-form"),
+        ("silences", "silence-form"),
+    ];
+    let render = |page: &str, role| {
+        let u = user(role);
+        match page {
+            "alerts" => alert_pages::alerts(&u, None),
+            "rules" => alert_pages::rules(&u),
+            "channels" => alert_pages::channels(&u),
+            _ => alert_pages::silences(&u),
+        }
+        .into_string()
+    };
+    for role in [Role::Viewer, Role::Operator, Role::Admin] {
+        let write = role >= Role::Operator;
+        for (page, form) in forms {
+            let html = render(page, role);
+            assert_eq!(
+                html.contains(&format!("id=\"{form}\"")),
+                write,
+                "{role:?} {page}: {form}"
+            );
+            assert!(
+                html.contains(&format!("data-can-write=\"{write}\"")),
+                "{role:?} {page}"
+            );
+        }
+    }
+    // The channel form asks for secrets as passwords and never carries one back.
+    let channels = render("channels", Role::Operator);
+    assert!(channels.contains(r#"name="token" type="password""#));
+    assert!(channels.contains(r#"name="password" type="password""#));
+    // Every field the server may name has a place for its message.
+    let rules = render("rules", Role::Operator);
+    for field in [
+        "name",
+        "expr",
+        "threshold",
+        "resolve",
+        "for",
+        "channels",
+        "yaml",
+    ] {
+        assert!(
+            rules.contains(&format!("data-error-for=\"{field}\"")),
+            "{field}"
         );
     }
 }

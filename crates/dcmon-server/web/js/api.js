@@ -20,14 +20,18 @@ export class ApiError extends Error {
 /**
  * Calls the JSON API. Writes carry `X-CSRF-Token`; an expired session sends the browser
  * to the login page; other errors are thrown as `ApiError` for the caller to show.
+ * With `rawType` the body is sent as it is, with that content type (a YAML file).
  */
-export async function api(method, path, body) {
+export async function api(method, path, body, rawType) {
   const headers = { Accept: 'application/json' };
   const init = { method, headers, credentials: 'same-origin' };
   if (method !== 'GET' && method !== 'HEAD') {
     headers['X-CSRF-Token'] = csrfToken();
   }
-  if (body !== undefined) {
+  if (rawType !== undefined) {
+    headers['Content-Type'] = rawType;
+    init.body = body;
+  } else if (body !== undefined) {
     headers['Content-Type'] = 'application/json';
     init.body = JSON.stringify(body);
   }
@@ -114,6 +118,12 @@ export function fmtTime(ms) {
   return `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
 }
 
+/** `in 12 s`, `in 5 min`, `in 3 h`, `in 2 d`; `ended` for a time past. */
+export function fmtIn(ms, now = Date.now()) {
+  if (ms <= now) return 'ended';
+  return `in ${fmtAgo(now, ms).replace(' ago', '')}`;
+}
+
 /** `12 s ago`, `5 min ago`, `3 h ago`, `2 d ago`. */
 export function fmtAgo(ms, now = Date.now()) {
   if (ms === null || ms === undefined) return 'never';
@@ -148,6 +158,41 @@ function fmtBinary(v, suffix) {
     i += 1;
   }
   return `${v < 0 ? '-' : ''}${x.toFixed(x >= 100 || i === 0 ? 0 : 1)} ${units[i]}${suffix}`;
+}
+
+/** Removes the messages `showRefusal` put in a form. */
+export function clearRefusal(form, box) {
+  if (box) fill(box);
+  for (const el of form.querySelectorAll('.field-error')) fill(el);
+  for (const el of form.querySelectorAll('[aria-invalid]')) el.removeAttribute('aria-invalid');
+}
+
+/**
+ * Shows a refusal of the server next to the fields it names. `parts` are the message's
+ * pieces; `fieldOf(part)` names the message slot (`data-error-for`) a piece is about, or
+ * nothing; `controlOf` maps a slot to its control's name where they differ. Pieces
+ * without a field go to `box`. The first refused control gets the focus.
+ */
+export function showRefusal(form, box, parts, fieldOf, controlOf = {}) {
+  clearRefusal(form, box);
+  let first = null;
+  const loose = [];
+  for (const part of parts) {
+    const field = fieldOf(part);
+    const slot = field && form.querySelector(`[data-error-for="${field}"]`);
+    if (!slot) {
+      loose.push(part);
+      continue;
+    }
+    slot.append(slot.childNodes.length ? '; ' : '', part);
+    const control = form.elements[controlOf[field] || field];
+    if (control && control.setAttribute) {
+      control.setAttribute('aria-invalid', 'true');
+      if (!first) first = control;
+    }
+  }
+  if (loose.length && box) fill(box, h('div', { class: 'alert', role: 'alert' }, loose.join('; ')));
+  if (first) first.focus();
 }
 
 /** Wires the layout's logout button (every signed-in page has one). */
