@@ -36,7 +36,8 @@ export async function launch({ playwright, shots, strictPages = false }) {
     async newPage(viewport = { width: 1440, height: 900 }) {
       const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport });
       const page = await context.newPage();
-      page.setDefaultTimeout(20000);
+      // Generous: CI runs these beside other end-to-end tests on two cores.
+      page.setDefaultTimeout(30000);
       page.on('pageerror', (e) => pageErrors.push(`${page.url()}: ${e.message}`));
       page.on('console', (m) => {
         if (m.type() === 'error') console.log(`  [console] ${page.url()}: ${m.text()}`);
