@@ -139,21 +139,41 @@ await step('machine-hover', async () => {
     return /\d:\d\d/.test(v[0]) && v.slice(1).some((x) => /\d/.test(x));
   };
   for (let attempt = 1; ; attempt++) {
+    await over.scrollIntoViewIfNeeded();
     const box = await over.boundingBox();
-    // Over the newest point that has a value.
+    // Over a point that has a value: the one nearest the plot's middle. A point on the
+    // very edge (a young agent has one) is hovered half a pixel inside it, where the
+    // cursor still snaps to it rather than to its empty neighbour.
     const x = await admin.evaluate(() => {
       const u = window.dcmon.charts[0].plot;
-      let i = u.data[0].length - 1;
-      while (i > 0 && u.data.slice(1).every((s) => s[i] === null)) i--;
-      return u.valToPos(u.data[0][i], 'x');
+      const width = u.over.clientWidth;
+      let best = null;
+      for (let i = 0; i < u.data[0].length; i++) {
+        if (u.data.slice(1).every((s) => s[i] === null || s[i] === undefined)) continue;
+        const px = Math.min(Math.max(u.valToPos(u.data[0][i], 'x'), 0.5), width - 0.5);
+        if (best === null || Math.abs(px - width / 2) < Math.abs(best - width / 2)) best = px;
+      }
+      return best;
     });
+    check(x !== null, 'the chart has no point with a value');
     await admin.mouse.move(box.x + 1, box.y + 1);
-    await admin.mouse.move(box.x + Math.min(x, box.width - 2), box.y + box.height / 2, { steps: 4 });
+    await admin.mouse.move(box.x + x, box.y + box.height / 2, { steps: 4 });
     try {
       await admin.waitForFunction(legendShowsValues, null, { timeout: 5000 });
       break;
     } catch (e) {
-      if (attempt === 5) throw e;
+      if (attempt === 5) {
+        const state = await admin.evaluate(() => {
+          const u = window.dcmon.charts[0].plot;
+          return JSON.stringify({
+            idx: u.cursor.idx, left: u.cursor.left, width: u.over.clientWidth,
+            xs: u.data[0].slice(-5), ys: u.data.slice(1).map((d) => d.slice(-5)),
+            scale: [u.scales.x.min, u.scales.x.max],
+            legend: [...document.querySelectorAll('#charts-system .chart-panel:first-child .u-legend .u-value')].map((e) => e.textContent),
+          });
+        });
+        throw new Error(`${e.message}; chart: ${state}`);
+      }
     }
   }
 });
