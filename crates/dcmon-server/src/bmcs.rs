@@ -408,6 +408,7 @@ fn insert(
     bmc: &ValidBmc,
     password: &Secret,
     actor: &str,
+    remote: Option<&str>,
     source: &str,
 ) -> Result<i64, BmcError> {
     let taken: Option<i64> = conn
@@ -459,7 +460,7 @@ fn insert(
     if !source.is_empty() {
         detail += &format!(" source={source}");
     }
-    audit(conn, actor, "bmc.add", &bmc.name, &detail, None)?;
+    audit(conn, actor, "bmc.add", &bmc.name, &detail, remote)?;
     Ok(id)
 }
 
@@ -470,11 +471,12 @@ impl ControlDb {
         secrets: &SecretBox,
         new: &NewBmc,
         actor: &str,
+        remote: Option<&str>,
     ) -> Result<BmcRecord, BmcError> {
         let valid = validate(new).map_err(join_field_errors)?;
         let mut conn = self.conn();
         let tx = conn.transaction()?;
-        let id = insert(&tx, secrets, &valid, &new.password, actor, "")?;
+        let id = insert(&tx, secrets, &valid, &new.password, actor, remote, "")?;
         let record = get_by_id(&tx, id)?.ok_or_else(|| anyhow::anyhow!("BMC row just written"))?;
         tx.commit()?;
         Ok(record)
@@ -498,7 +500,12 @@ impl ControlDb {
     }
 
     /// Removes the BMC named by name or id; audited. Returns what was removed.
-    pub fn remove_bmc(&self, who: &str, actor: &str) -> Result<BmcRecord, BmcError> {
+    pub fn remove_bmc(
+        &self,
+        who: &str,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<BmcRecord, BmcError> {
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         let id = resolve(&tx, who)?;
@@ -510,7 +517,7 @@ impl ControlDb {
             "bmc.remove",
             &record.name,
             &format!("address={}", record.target()),
-            None,
+            remote,
         )?;
         tx.commit()?;
         Ok(record)
@@ -524,6 +531,7 @@ impl ControlDb {
         who: &str,
         update: &BmcUpdate,
         actor: &str,
+        remote: Option<&str>,
     ) -> Result<BmcRecord, BmcError> {
         let mut errors = Vec::new();
         if let Some(i) = update.interval
@@ -610,7 +618,7 @@ impl ControlDb {
             "bmc.update",
             &record.name,
             &changes.join(" "),
-            None,
+            remote,
         )?;
         tx.commit()?;
         Ok(record)
@@ -672,6 +680,7 @@ impl ControlDb {
         secrets: &SecretBox,
         text: &str,
         actor: &str,
+        remote: Option<&str>,
     ) -> Result<Vec<BmcRecord>, BmcError> {
         let rows = parse_csv(text)?;
         let mut conn = self.conn();
@@ -685,6 +694,7 @@ impl ControlDb {
                 &row.bmc,
                 &row.password,
                 actor,
+                remote,
                 &format!("import:{}", row.line),
             ) {
                 Ok(id) => ids.push(id),
@@ -710,7 +720,7 @@ impl ControlDb {
             "bmc.import",
             &format!("{} BMCs", ids.len()),
             "",
-            None,
+            remote,
         )?;
         let mut records = Vec::with_capacity(ids.len());
         for id in ids {
@@ -992,7 +1002,7 @@ mod tests {
     fn add_err(db: &ControlDb, s: &SecretBox, edit: impl FnOnce(&mut NewBmc)) -> String {
         let mut n = new("x", "10.0.0.9");
         edit(&mut n);
-        match db.add_bmc(s, &n, "test") {
+        match db.add_bmc(s, &n, "test", None) {
             Ok(_) => String::new(),
             Err(e) => e.to_string(),
         }
@@ -1002,7 +1012,7 @@ mod tests {
     fn add_list_update_remove_and_credentials() {
         let (_dir, db, s) = open();
         let r = db
-            .add_bmc(&s, &new("gpu01-bmc", "10.0.0.5"), "alice")
+            .add_bmc(&s, &new("gpu01-bmc", "10.0.0.5"), "alice", None)
             .unwrap();
         assert_eq!(
             (r.address.as_str(), r.port, r.interval_s),
@@ -1012,12 +1022,12 @@ mod tests {
         let mut n = new("gpu02-bmc", "[fd00::2]:1623");
         n.interval = Some(Duration::from_secs(60));
         n.vendor = Some("Dell".into());
-        let r2 = db.add_bmc(&s, &n, "alice").unwrap();
+        let r2 = db.add_bmc(&s, &n, "alice", None).unwrap();
         assert_eq!((r2.address.as_str(), r2.port), ("fd00::2", 1623));
         assert_eq!(r2.target(), "[fd00::2]:1623");
         assert_eq!(r2.vendor_override.as_deref(), Some("dell"));
         assert!(matches!(
-            db.add_bmc(&s, &new("gpu01-bmc", "10.0.0.6"), "alice"),
+            db.add_bmc(&s, &new("gpu01-bmc", "10.0.0.6"), "alice", None),
             Err(BmcError::Exists(_))
         ));
         let names: Vec<_> = db
@@ -1042,7 +1052,9 @@ mod tests {
             vendor_override: Some(Some("supermicro".into())),
             ..Default::default()
         };
-        let r = db.update_bmc(&s, &r.id.to_string(), &up, "alice").unwrap();
+        let r = db
+            .update_bmc(&s, &r.id.to_string(), &up, "alice", None)
+            .unwrap();
         assert_eq!((r.interval_s, r.username.as_str()), (30, "root"));
         assert_eq!(r.vendor_override.as_deref(), Some("supermicro"));
         assert_eq!(
@@ -1050,7 +1062,7 @@ mod tests {
             b"new-pw"
         );
         let e = db
-            .update_bmc(&s, "gpu01-bmc", &BmcUpdate::default(), "alice")
+            .update_bmc(&s, "gpu01-bmc", &BmcUpdate::default(), "alice", None)
             .unwrap_err();
         assert!(e.to_string().contains("nothing to change"));
 
@@ -1063,13 +1075,15 @@ mod tests {
         db.record_bmc_poll(r.id, true, "ok", 7).unwrap();
         assert_eq!(db.bmc("gpu01-bmc").unwrap().consecutive_failures, 0);
 
-        assert_eq!(db.remove_bmc("gpu01-bmc", "alice").unwrap().id, r.id);
+        assert_eq!(db.remove_bmc("gpu01-bmc", "alice", None).unwrap().id, r.id);
         assert!(matches!(
-            db.remove_bmc("gpu01-bmc", "alice"),
+            db.remove_bmc("gpu01-bmc", "alice", None),
             Err(BmcError::NotFound(_))
         ));
         assert_eq!(
-            db.remove_bmc(&r2.id.to_string(), "alice").unwrap().name,
+            db.remove_bmc(&r2.id.to_string(), "alice", None)
+                .unwrap()
+                .name,
             "gpu02-bmc"
         );
         assert!(db.list_bmcs().unwrap().is_empty());
@@ -1106,14 +1120,14 @@ mod tests {
             .unwrap();
         let mut n = new("gpu01-bmc", "10.0.0.5");
         n.agent = Some("gpu01".into());
-        let r = db.add_bmc(&s, &n, "t").unwrap();
+        let r = db.add_bmc(&s, &n, "t", None).unwrap();
         assert_eq!(r.agent_id.as_deref(), Some(agent.id.as_str()));
         assert_eq!(r.agent_host.as_deref(), Some("gpu01"));
         let unlink = BmcUpdate {
             agent: Some(None),
             ..Default::default()
         };
-        let r = db.update_bmc(&s, "gpu01-bmc", &unlink, "t").unwrap();
+        let r = db.update_bmc(&s, "gpu01-bmc", &unlink, "t", None).unwrap();
         assert_eq!((r.agent_id, r.agent_host), (None, None));
     }
 
@@ -1181,7 +1195,7 @@ mod tests {
                    \n\
                    r1-bmc,10.0.1.1,ADMIN,\"p,w\",5m,\n\
                    r2-bmc,10.0.1.2:624,root, spaced ,600,\n";
-        let added = db.import_bmcs_csv(&s, csv, "alice").unwrap();
+        let added = db.import_bmcs_csv(&s, csv, "alice", None).unwrap();
         assert_eq!(added.len(), 2);
         assert_eq!((added[0].interval_s, added[1].interval_s), (300, 600));
         assert_eq!(added[1].port, 624);
@@ -1204,10 +1218,11 @@ mod tests {
     #[test]
     fn a_bad_csv_imports_nothing_and_names_line_and_column() {
         let (_dir, db, s) = open();
-        db.add_bmc(&s, &new("taken", "10.0.0.1"), "alice").unwrap();
+        db.add_bmc(&s, &new("taken", "10.0.0.1"), "alice", None)
+            .unwrap();
         let check = |csv: &str, expect: &[&str]| {
             let e = db
-                .import_bmcs_csv(&s, csv, "alice")
+                .import_bmcs_csv(&s, csv, "alice", None)
                 .unwrap_err()
                 .to_string();
             for x in expect {
@@ -1274,7 +1289,7 @@ mod tests {
         let mut good = new("sim", &addr.to_string());
         good.user = "admin".into();
         good.password = Secret::new("s3cret");
-        db.add_bmc(&s, &good, "t").unwrap();
+        db.add_bmc(&s, &good, "t", None).unwrap();
         let found = check_bmc(&db, &s, "sim", Duration::from_secs(5)).unwrap();
         assert_eq!(found.vendor, "supermicro");
         assert_eq!(db.bmc("sim").unwrap().vendor.as_deref(), Some("supermicro"));
@@ -1282,7 +1297,7 @@ mod tests {
         let mut wrong = new("wrong", &addr.to_string());
         wrong.user = "admin".into();
         wrong.password = Secret::new("nope");
-        db.add_bmc(&s, &wrong, "t").unwrap();
+        db.add_bmc(&s, &wrong, "t", None).unwrap();
         let e = check_bmc(&db, &s, "wrong", Duration::from_secs(5)).unwrap_err();
         assert!(matches!(e, BmcError::AuthFailed { .. }), "{e}");
         assert!(!e.to_string().contains("nope"));
@@ -1291,7 +1306,7 @@ mod tests {
         let closed = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
         let dead = closed.local_addr().unwrap();
         drop(closed);
-        db.add_bmc(&s, &new("dead", &dead.to_string()), "t")
+        db.add_bmc(&s, &new("dead", &dead.to_string()), "t", None)
             .unwrap();
         let e = check_bmc(&db, &s, "dead", Duration::from_millis(600)).unwrap_err();
         assert!(matches!(e, BmcError::Unreachable { .. }), "{e}");

@@ -91,6 +91,7 @@ impl ControlDb {
         who: &str,
         spec: &CommandSpec,
         actor: &str,
+        remote: Option<&str>,
         ttl_ms: i64,
     ) -> Result<CommandRecord> {
         spec.validate().map_err(anyhow::Error::msg)?;
@@ -114,7 +115,7 @@ impl ControlDb {
             params![agent_id, spec.kind(), text, now, actor, now + ttl_ms.max(1000)],
         )?;
         let id = tx.last_insert_rowid();
-        audit(&tx, actor, "command.queue", &agent.host, &text, None)?;
+        audit(&tx, actor, "command.queue", &agent.host, &text, remote)?;
         let record = get(&tx, id)?.context("command row just written")?;
         tx.commit()?;
         Ok(record)
@@ -335,7 +336,7 @@ mod tests {
             duty: Some(40),
         });
         let q = db
-            .queue_command("gpu01", &spec, "token:ops", DEFAULT_TTL_MS)
+            .queue_command("gpu01", &spec, "token:ops", None, DEFAULT_TTL_MS)
             .unwrap();
         assert_eq!((q.status.as_str(), q.host.as_str()), ("queued", "gpu01"));
         let e = db
@@ -343,6 +344,7 @@ mod tests {
                 "gpu02",
                 &CommandSpec::CollectNow,
                 "token:ops",
+                None,
                 DEFAULT_TTL_MS,
             )
             .unwrap_err()
@@ -356,12 +358,13 @@ mod tests {
                     cancel: false,
                 }),
                 "t",
+                None,
                 DEFAULT_TTL_MS,
             )
             .unwrap_err()
             .to_string();
         assert!(e.contains("one day"), "{e}");
-        assert!(db.queue_command("nope", &spec, "t", 1000).is_err());
+        assert!(db.queue_command("nope", &spec, "t", None, 1000).is_err());
         assert_eq!(db.agents_with_queued_commands().unwrap(), vec![a.clone()]);
 
         let got = db.take_commands(&a).unwrap();
@@ -386,7 +389,7 @@ mod tests {
 
         // Expired commands are never delivered.
         let old = db
-            .queue_command("gpu01", &CommandSpec::CollectNow, "t", 1)
+            .queue_command("gpu01", &CommandSpec::CollectNow, "t", None, 1)
             .unwrap();
         std::thread::sleep(std::time::Duration::from_millis(1100));
         assert!(db.take_commands(&a).unwrap().is_empty());

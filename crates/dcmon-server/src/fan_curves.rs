@@ -116,6 +116,7 @@ impl ControlDb {
         config: &CurveConfig,
         enabled: bool,
         actor: &str,
+        remote: Option<&str>,
     ) -> Result<StoredCurve, BmcError> {
         let bmc = self.bmc(who)?;
         validate_curve(config, effective_vendor(&bmc))?;
@@ -148,7 +149,7 @@ impl ControlDb {
             "fans.curve.set",
             &bmc.name,
             &format!("enabled={enabled} config={json}"),
-            None,
+            remote,
         )?;
         tx.commit()?;
         drop(conn);
@@ -191,14 +192,19 @@ impl ControlDb {
 
     /// Removes the fan curve of the BMC named by name or id (the control loop hands its
     /// fans back to the BMC); audited. `None` when it had none.
-    pub fn remove_fan_curve(&self, who: &str, actor: &str) -> Result<Option<i64>, BmcError> {
+    pub fn remove_fan_curve(
+        &self,
+        who: &str,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<Option<i64>, BmcError> {
         let bmc = self.bmc(who)?;
         let conn = self.conn();
         let removed = conn.execute("DELETE FROM fan_curves WHERE bmc_id = ?1", params![bmc.id])?;
         if removed == 0 {
             return Ok(None);
         }
-        audit(&conn, actor, "fans.curve.remove", &bmc.name, "", None)?;
+        audit(&conn, actor, "fans.curve.remove", &bmc.name, "", remote)?;
         drop(conn);
         if let Some(agent) = &bmc.agent_id {
             let update = ConfigUpdate {
@@ -219,6 +225,7 @@ impl ControlDb {
             agent,
             &CommandSpec::ConfigUpdate(update),
             actor,
+            None,
             CURVE_COMMAND_TTL_MS,
         ) {
             Ok(c) => tracing::info!(agent, command = c.id, "fan curve sent to the agent"),
@@ -294,7 +301,7 @@ mod tests {
             agent: None,
             vendor: vendor.map(str::to_owned),
         };
-        db.add_bmc(s, &new, "t").unwrap()
+        db.add_bmc(s, &new, "t", None).unwrap()
     }
 
     fn curve(points: Vec<(f64, u8)>) -> CurveConfig {
@@ -315,19 +322,19 @@ mod tests {
         add(&db, &s, "r1", Some("supermicro"));
         assert_eq!(db.fan_curve("r1").unwrap(), None);
         let set = db
-            .set_fan_curve("r1", &CurveConfig::default(), true, "alice")
+            .set_fan_curve("r1", &CurveConfig::default(), true, "alice", None)
             .unwrap();
         assert_eq!(db.fan_curve("r1").unwrap().as_ref(), Some(&set));
         let c = curve(vec![(30.0, 25), (60.0, 80)]);
-        db.set_fan_curve("r1", &c, false, "bob").unwrap();
+        db.set_fan_curve("r1", &c, false, "bob", None).unwrap();
         let got = db.fan_curve("r1").unwrap().unwrap();
         assert_eq!(
             (&got.config, got.enabled, got.updated_by.as_str()),
             (&c, false, "bob")
         );
         assert!(db.fan_curves_to_run().unwrap().is_empty(), "disabled");
-        assert!(db.remove_fan_curve("r1", "bob").unwrap().is_some());
-        assert_eq!(db.remove_fan_curve("r1", "bob").unwrap(), None);
+        assert!(db.remove_fan_curve("r1", "bob", None).unwrap().is_some());
+        assert_eq!(db.remove_fan_curve("r1", "bob", None).unwrap(), None);
         let log = serde_json::to_string(&db.audit_tail(10).unwrap()).unwrap();
         assert!(log.contains("fans.curve.set") && log.contains("fans.curve.remove"));
         assert!(log.contains("\\\"preset\\\":\\\"zephyr\\\""), "{log}");
@@ -340,20 +347,20 @@ mod tests {
         add(&db, &s, "unknown", None);
         add(&db, &s, "ilo", Some("hpe"));
         let low = curve(vec![(30.0, 15), (60.0, 80)]);
-        let e = db.set_fan_curve("smc", &low, true, "t").unwrap_err();
+        let e = db.set_fan_curve("smc", &low, true, "t", None).unwrap_err();
         assert!(
             e.to_string()
                 .contains("zones[0].points[0]: duty 15 % is below Supermicro's minimum of 20 %"),
             "{e}"
         );
         // The vendor is not known yet: only vendor-independent checks apply.
-        db.set_fan_curve("unknown", &low, true, "t").unwrap();
+        db.set_fan_curve("unknown", &low, true, "t", None).unwrap();
         let e = db
-            .set_fan_curve("ilo", &CurveConfig::default(), true, "t")
+            .set_fan_curve("ilo", &CurveConfig::default(), true, "t", None)
             .unwrap_err();
         assert!(e.to_string().contains("fan curve refused"), "{e}");
         assert!(matches!(
-            db.set_fan_curve("nobody", &low, true, "t"),
+            db.set_fan_curve("nobody", &low, true, "t", None),
             Err(BmcError::NotFound(_))
         ));
     }
@@ -363,14 +370,14 @@ mod tests {
         let (_dir, db, s) = open();
         let b = add(&db, &s, "r1", Some("dell"));
         let before = db.fan_curves_signature().unwrap();
-        db.set_fan_curve("r1", &curve(vec![(40.0, 30)]), true, "t")
+        db.set_fan_curve("r1", &curve(vec![(40.0, 30)]), true, "t", None)
             .unwrap();
         assert_ne!(db.fan_curves_signature().unwrap(), before);
         let rows = db.fan_curves_to_run().unwrap();
         assert_eq!(rows.len(), 1);
         assert_eq!(rows[0].bmc.id, b.id);
         assert_eq!(effective_vendor(&rows[0].bmc), Some(Vendor::Dell));
-        db.remove_bmc("r1", "t").unwrap();
+        db.remove_bmc("r1", "t", None).unwrap();
         assert!(db.fan_curves_to_run().unwrap().is_empty());
         assert!(db.fan_curves_signature().unwrap().is_empty());
     }

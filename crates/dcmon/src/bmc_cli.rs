@@ -138,7 +138,7 @@ pub(crate) fn run(data_dir: &Path, db: &ControlDb, command: BmcCommand, actor: &
                 agent: a.agent,
                 vendor: a.vendor,
             };
-            let r = db.add_bmc(&secrets()?, &new, actor)?;
+            let r = db.add_bmc(&secrets()?, &new, actor, None)?;
             println!(
                 "added BMC {} ({}); check it with `dcmon bmc check {}`",
                 r.name,
@@ -157,7 +157,7 @@ pub(crate) fn run(data_dir: &Path, db: &ControlDb, command: BmcCommand, actor: &
             Ok(())
         }
         BmcCommand::Remove { bmc } => {
-            let r = db.remove_bmc(&bmc, actor)?;
+            let r = db.remove_bmc(&bmc, actor, None)?;
             println!("removed BMC {} ({})", r.name, r.target());
             Ok(())
         }
@@ -173,7 +173,7 @@ pub(crate) fn run(data_dir: &Path, db: &ControlDb, command: BmcCommand, actor: &
                 password: a.password.given().then(|| a.password.read()).transpose()?,
                 vendor_override: a.vendor.map(|v| (v != "detect").then_some(v)),
             };
-            let r = db.update_bmc(&secrets()?, &a.bmc, &update, actor)?;
+            let r = db.update_bmc(&secrets()?, &a.bmc, &update, actor, None)?;
             println!("updated BMC {} ({})", r.name, r.target());
             Ok(())
         }
@@ -181,7 +181,7 @@ pub(crate) fn run(data_dir: &Path, db: &ControlDb, command: BmcCommand, actor: &
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("reading {}", file.display()))?;
             let added = db
-                .import_bmcs_csv(&secrets()?, &text, actor)
+                .import_bmcs_csv(&secrets()?, &text, actor, None)
                 .with_context(|| format!("importing {}", file.display()))?;
             println!("imported {} BMCs from {}", added.len(), file.display());
             Ok(())

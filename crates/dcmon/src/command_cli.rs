@@ -170,7 +170,7 @@ pub(crate) fn run(db: &ControlDb, command: CommandCommand, actor: &str) -> Resul
 fn send(db: &ControlDb, args: &SendArgs, actor: &str) -> Result<()> {
     let spec = args.kind.spec()?;
     let ttl_ms = i64::try_from(Duration::from(args.ttl).as_millis()).unwrap_or(DEFAULT_TTL_MS);
-    let queued = db.queue_command(&args.host, &spec, actor, ttl_ms)?;
+    let queued = db.queue_command(&args.host, &spec, actor, None, ttl_ms)?;
     let wait = Duration::from(args.wait);
     if wait.is_zero() {
         return print(&queued, args.json, false);

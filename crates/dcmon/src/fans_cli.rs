@@ -119,7 +119,7 @@ fn set_all(
 ) -> Result<Vec<StoredCurve>> {
     let mut done = Vec::new();
     for name in targets(db, bmc)? {
-        match db.set_fan_curve(&name, config, enabled, actor) {
+        match db.set_fan_curve(&name, config, enabled, actor, None) {
             Ok(c) => done.push(c),
             Err(e) if done.is_empty() => return Err(e.into()),
             Err(e) => anyhow::bail!(
@@ -189,7 +189,7 @@ pub(crate) fn run(
             command: CurveCommand::Remove { bmc },
         } => {
             for bmc in targets(db, &bmc)? {
-                match db.remove_fan_curve(&bmc, actor)? {
+                match db.remove_fan_curve(&bmc, actor, None)? {
                     Some(_) => println!(
                         "fan curve of BMC {bmc} removed; its fans are handed back to the BMC"
                     ),
@@ -309,7 +309,7 @@ mod tests {
                 agent: None,
                 vendor: Some(vendor.into()),
             };
-            db.add_bmc(&secrets, &bmc, "test").unwrap();
+            db.add_bmc(&secrets, &bmc, "test", None).unwrap();
         }
         assert_eq!(targets(&db, "rack1-*").unwrap(), ["rack1-a", "rack1-b"]);
         assert_eq!(targets(&db, "rack2-a").unwrap(), ["rack2-a"]);

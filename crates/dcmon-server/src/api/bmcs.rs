@@ -2,7 +2,7 @@
 //! carries a password: listings are [`BmcRecord`]s, and validation messages give a
 //! password's length at most.
 
-use super::ApiError;
+use super::{ApiError, ClientAddr};
 use crate::auth::Principal;
 use crate::bmcs::{BmcCheck, BmcError, BmcRecord, NewBmc, check_bmc};
 use crate::secrets::SecretBox;
@@ -66,6 +66,7 @@ pub(super) async fn list(
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     body: Bytes,
 ) -> Result<(StatusCode, Json<BmcRecord>), ApiError> {
     let new: NewBmc = serde_json::from_slice(&body).map_err(|e| {
@@ -74,7 +75,10 @@ pub(super) async fn create(
         ))
     })?;
     let db = state.control.clone();
-    let record = with_secrets(&state, move |s| db.add_bmc(s, &new, &who.name)).await?;
+    let record = with_secrets(&state, move |s| {
+        db.add_bmc(s, &new, &who.name, Some(&remote))
+    })
+    .await?;
     Ok((StatusCode::CREATED, Json(record)))
 }
 
@@ -82,10 +86,15 @@ pub(super) async fn create(
 pub(super) async fn remove(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let db = state.control.clone();
-    super::run_blocking(move || db.remove_bmc(&name, &who.name), bmc_error).await?;
+    super::run_blocking(
+        move || db.remove_bmc(&name, &who.name, Some(&remote)),
+        bmc_error,
+    )
+    .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -94,13 +103,17 @@ pub(super) async fn remove(
 pub(super) async fn import(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     body: Bytes,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     let text = String::from_utf8(body.to_vec()).map_err(|e| {
         ApiError::bad_request(format!("the CSV body is not UTF-8: {}", e.utf8_error()))
     })?;
     let db = state.control.clone();
-    let added = with_secrets(&state, move |s| db.import_bmcs_csv(s, &text, &who.name)).await?;
+    let added = with_secrets(&state, move |s| {
+        db.import_bmcs_csv(s, &text, &who.name, Some(&remote))
+    })
+    .await?;
     Ok((
         StatusCode::CREATED,
         Json(serde_json::json!({ "imported": added.len(), "bmcs": added })),

@@ -3,7 +3,7 @@
 //! read).
 
 use super::agent::path_and_query;
-use super::{ApiError, run_blocking};
+use super::{ApiError, ClientAddr, run_blocking};
 use crate::auth::{Principal, verify_agent};
 use crate::commands::{CommandRecord, DEFAULT_TTL_MS};
 use crate::state::AppState;
@@ -143,6 +143,7 @@ async fn settle(state: &AppState, id: i64, wait: Duration) -> Result<CommandReco
 pub(super) async fn create(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Query(q): Query<WaitQuery>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CommandRecord>), ApiError> {
@@ -158,7 +159,7 @@ pub(super) async fn create(
         .ttl_s
         .map_or(DEFAULT_TTL_MS, |s| i64::from(s.max(1)) * 1000);
     let queued = run_blocking(
-        move || db.queue_command(&new.host, &new.command, &who.name, ttl),
+        move || db.queue_command(&new.host, &new.command, &who.name, Some(&remote), ttl),
         |e| {
             ApiError::new(
                 StatusCode::UNPROCESSABLE_ENTITY,

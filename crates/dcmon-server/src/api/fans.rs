@@ -1,8 +1,8 @@
 //! Fan control of agentless BMCs (DESIGN §8): a BMC's curve (viewer reads, operator
 //! changes) and its fans now with the curve's operating point (viewer).
 
-use super::ApiError;
 use super::bmcs::bmc_error;
+use super::{ApiError, ClientAddr};
 use crate::auth::Principal;
 use crate::fan_curves::StoredCurve;
 use crate::fanloop::{FanView, fan_view};
@@ -59,6 +59,7 @@ pub(super) struct PutParams {
 pub(super) async fn put_curve(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Path(name): Path<String>,
     Query(params): Query<PutParams>,
     body: Bytes,
@@ -67,7 +68,7 @@ pub(super) async fn put_curve(
     let db = state.control.clone();
     let enabled = params.enabled.unwrap_or(true);
     let stored = super::run_blocking(
-        move || db.set_fan_curve(&name, &config, enabled, &who.name),
+        move || db.set_fan_curve(&name, &config, enabled, &who.name, Some(&remote)),
         bmc_error,
     )
     .await?;
@@ -78,12 +79,16 @@ pub(super) async fn put_curve(
 pub(super) async fn delete_curve(
     State(state): State<AppState>,
     Extension(who): Extension<Principal>,
+    ClientAddr(remote): ClientAddr,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
     let db = state.control.clone();
     let bmc = name.clone();
-    let removed =
-        super::run_blocking(move || db.remove_fan_curve(&bmc, &who.name), bmc_error).await?;
+    let removed = super::run_blocking(
+        move || db.remove_fan_curve(&bmc, &who.name, Some(&remote)),
+        bmc_error,
+    )
+    .await?;
     match removed {
         Some(_) => Ok(StatusCode::NO_CONTENT),
         None => Err(no_curve(&name)),

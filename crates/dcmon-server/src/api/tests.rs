@@ -874,7 +874,8 @@ async fn bmcs_viewer_lists_admin_changes_and_no_answer_carries_a_password() {
             b = b.header("authorization", format!("Bearer {t}"));
         }
         let req = b.body(Body::from(body)).unwrap();
-        let router = app(h.state.clone());
+        let router =
+            app(h.state.clone()).layer(MockConnectInfo(SocketAddr::from(([127, 0, 0, 1], 40000))));
         async move {
             let resp = router.oneshot(req).await.unwrap();
             let status = resp.status();
@@ -946,6 +947,19 @@ async fn bmcs_viewer_lists_admin_changes_and_no_answer_carries_a_password() {
         "{audit}"
     );
     assert!(!audit.contains(PW), "{audit}");
+    // Changes made over the API carry the caller's address.
+    let entries = h.state.control.audit_tail(100).unwrap();
+    let bmc_changes: Vec<_> = entries
+        .iter()
+        .filter(|e| e.action.starts_with("bmc."))
+        .collect();
+    assert!(
+        !bmc_changes.is_empty()
+            && bmc_changes
+                .iter()
+                .all(|e| e.remote.as_deref() == Some("127.0.0.1")),
+        "{bmc_changes:?}"
+    );
 }
 
 #[tokio::test]
@@ -962,7 +976,7 @@ async fn fan_curves_viewer_reads_operator_changes_and_bad_curves_are_refused() {
         agent: None,
         vendor: Some("supermicro".into()),
     };
-    h.state.control.add_bmc(&secrets, &new, "t").unwrap();
+    h.state.control.add_bmc(&secrets, &new, "t", None).unwrap();
     let req = |method: &str, path: &str, token: &str, body: &str| {
         Request::builder()
             .method(method)
@@ -1065,7 +1079,7 @@ async fn bmc_check_logs_in_records_the_vendor_and_is_audited() {
             agent: None,
             vendor: None,
         };
-        h.state.control.add_bmc(&secrets, &new, "t").unwrap();
+        h.state.control.add_bmc(&secrets, &new, "t", None).unwrap();
     }
     let post = |path: &str, token: &str, body: &str| {
         Request::builder()

@@ -163,13 +163,13 @@ async fn the_loop_controls_a_simulated_bmc_fails_safe_and_hands_back() {
         vendor: None,
     };
     let db = state.control.clone();
-    db.add_bmc(&secrets, &new, "t").unwrap();
+    db.add_bmc(&secrets, &new, "t", None).unwrap();
     let curve: CurveConfig = serde_json::from_value(serde_json::json!({
         "interval_s": 1,
         "zones": [{"zone": 0, "points": [[20, 30], [40, 45], [60, 100]]}]
     }))
     .unwrap();
-    db.set_fan_curve("sim", &curve, true, "t").unwrap();
+    db.set_fan_curve("sim", &curve, true, "t", None).unwrap();
 
     let fans = FanLoop::start(state.clone());
     wait_until("the curve's first write", Duration::from_secs(15), || {
