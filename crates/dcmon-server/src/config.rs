@@ -679,6 +679,28 @@ fn with_hint(message: String) -> String {
     }
 }
 
+/// Sets `value` at `path` (the last key may be new); false when a section on the way
+/// is missing or not a section.
+fn insert_at(tree: &mut serde_json::Value, path: &[&str], value: serde_json::Value) -> bool {
+    let Some((last, sections)) = path.split_last() else {
+        return false;
+    };
+    let mut node = tree;
+    for part in sections {
+        match node.get_mut(*part) {
+            Some(next) => node = next,
+            None => return false,
+        }
+    }
+    match node.as_object_mut() {
+        Some(obj) => {
+            obj.insert((*last).to_owned(), value);
+            true
+        }
+        None => false,
+    }
+}
+
 fn apply_overrides(
     base: ServerConfig,
     overrides: &[Override],
@@ -686,11 +708,25 @@ fn apply_overrides(
     let mut tree = serde_json::to_value(&base).expect("the config always serialises");
     for o in overrides {
         let value: serde_json::Value = match serde_norway::from_str::<serde_json::Value>(&o.value) {
-            Ok(v @ (serde_json::Value::Bool(_) | serde_json::Value::Number(_))) => v,
+            Ok(
+                v @ (serde_json::Value::Bool(_)
+                | serde_json::Value::Number(_)
+                | serde_json::Value::Array(_)),
+            ) => v,
             _ => serde_json::Value::String(o.value.clone()),
         };
-        let mut node = &mut tree;
         let parts: Vec<&str> = o.path.split('.').collect();
+        // A key that is not there yet is a setting only in a map section (such as
+        // `ui.thresholds`); the typed check tells, and elsewhere the walk below names
+        // the valid keys.
+        let mut probe = tree.clone();
+        if insert_at(&mut probe, &parts, value.clone())
+            && serde_json::from_value::<ServerConfig>(probe.clone()).is_ok()
+        {
+            tree = probe;
+            continue;
+        }
+        let mut node = &mut tree;
         for (i, part) in parts.iter().enumerate() {
             let Some(obj) = node.as_object_mut() else {
                 return Err(ConfigError::Invalid(format!(
@@ -884,6 +920,46 @@ mod tests {
                 "{key}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn overrides_add_map_entries_and_lists_but_no_unknown_settings() {
+        let set = |sets: &[&str]| {
+            let overrides: Vec<Override> = sets
+                .iter()
+                .map(|s| {
+                    let (path, value) = s.split_once('=').unwrap();
+                    Override {
+                        path: path.into(),
+                        value: value.into(),
+                        source: format!("--set {s}"),
+                    }
+                })
+                .collect();
+            ServerConfig::load(None, |_| None, &overrides).map_err(|e| e.to_string())
+        };
+        let c = set(&[
+            "ui.thresholds.gpu_power=[100, 300, 600]",
+            "auth.trusted_proxies=[10.0.0.0/8]",
+        ])
+        .unwrap();
+        assert_eq!(c.ui.thresholds["gpu_power"], [100.0, 300.0, 600.0]);
+        assert_eq!(c.auth.trusted_proxies, ["10.0.0.0/8"]);
+        let e = set(&["agents.colour=blue"]).unwrap_err();
+        assert!(
+            e.contains("unknown setting \"agents.colour\"; valid keys here: approval"),
+            "{e}"
+        );
+        let e = set(&["ui.thresholds.gpu_tmp=[1, 2, 3]"]).unwrap_err();
+        assert!(
+            e.contains("ui.thresholds.gpu_tmp: no such fleet column"),
+            "{e}"
+        );
+        let e = set(&["auth.trusted_proxies=[banana]"]).unwrap_err();
+        assert!(
+            e.contains("auth.trusted_proxies[0]: \"banana\" is not an IP address"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -637,6 +637,143 @@ fn garbage_flags_get_clear_errors_not_panics() {
     );
     fails(
         dcmon(),
+        &[
+            "user",
+            "add",
+            "bob",
+            "--role",
+            "root",
+            "--generate",
+            "--data-dir",
+            &data,
+        ],
+        "invalid value 'root' for '--role <ROLE>'",
+    );
+    fails(
+        dcmon(),
+        &["user", "remove", "nobody", "--data-dir", &data],
+        "no user named \"nobody\"",
+    );
+    fails(
+        dcmon(),
+        &[
+            "rules",
+            "add",
+            "--name",
+            "X",
+            "--expr",
+            "rate(up[",
+            "--data-dir",
+            &data,
+        ],
+        "rule X: expr: unexpected end of input",
+    );
+    fails(
+        dcmon(),
+        &[
+            "rules",
+            "add",
+            "--name",
+            "X",
+            "--expr",
+            "up",
+            "--for",
+            "soon",
+            "--data-dir",
+            &data,
+        ],
+        "invalid value 'soon' for '--for",
+    );
+    fails(
+        dcmon(),
+        &[
+            "channels",
+            "add",
+            "--name",
+            "c",
+            "--type",
+            "pager",
+            "--url",
+            "https://x",
+            "--data-dir",
+            &data,
+        ],
+        "channel type \"pager\": use email, slack, discord, teams, telegram or webhook",
+    );
+    fails(
+        dcmon(),
+        &[
+            "channels",
+            "add",
+            "--name",
+            "c",
+            "--type",
+            "slack",
+            "--data-dir",
+            &data,
+        ],
+        "channel c: url: a slack channel needs its webhook URL",
+    );
+    fails(
+        dcmon(),
+        &["alerts", "ack", "twelve", "--data-dir", &data],
+        "invalid value 'twelve' for '<ID>'",
+    );
+    fails(
+        dcmon(),
+        &[
+            "alerts",
+            "silence",
+            "--match",
+            "host",
+            "--for",
+            "1h",
+            "--comment",
+            "c",
+            "--data-dir",
+            &data,
+        ],
+        "matcher \"host\": use name=value",
+    );
+    fails(
+        dcmon(),
+        &["audit", "--since", "yesterday", "--data-dir", &data],
+        "--since \"yesterday\": expected a duration such as 24h",
+    );
+    fails(
+        dcmon(),
+        &["server", "--data-dir", &data, "--set", "ui.refresh=0s"],
+        "ui.refresh: must be between 1s and 5m",
+    );
+    fails(
+        dcmon(),
+        &[
+            "server",
+            "--data-dir",
+            &data,
+            "--set",
+            "ui.thresholds.cpu_tmp=[1,2,3]",
+        ],
+        "ui.thresholds.cpu_tmp: no such fleet column",
+    );
+    fails(
+        dcmon(),
+        &[
+            "server",
+            "--data-dir",
+            &data,
+            "--set",
+            "auth.lockout_failures=0",
+        ],
+        "auth.lockout_failures: must be between 1 and 100",
+    );
+    fails(
+        dcmon(),
+        &["server", "--data-dir", &data, "--set", "alerts.interval=0s"],
+        "alerts.interval: must be between 1s and 1h",
+    );
+    fails(
+        dcmon(),
         &["token", "create", "--data-dir", &data, "--role", "root"],
         "invalid value 'root' for '--role",
     );

@@ -1243,6 +1243,17 @@ async fn fleet_table_fills_from_pushes_and_streams_changes() {
     );
     assert_eq!(row["v"][7], 60, "RAM used");
 
+    // A cursor that is not a version is refused, not guessed at.
+    let (s, _) = h
+        .send(
+            Request::get("/api/fleet/stream?since=yesterday")
+                .header("authorization", format!("Bearer {token}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+
     // The stream's first event holds every row for a client that holds nothing.
     let req = Request::get("/api/fleet/stream")
         .header("authorization", format!("Bearer {token}"))
