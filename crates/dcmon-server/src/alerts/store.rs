@@ -193,6 +193,13 @@ fn put_rule(
     Ok(())
 }
 
+/// What [`ControlDb::remove_named`] removes.
+#[derive(Clone, Copy)]
+enum Named {
+    Rule,
+    Channel,
+}
+
 impl ControlDb {
     // ---- rules ------------------------------------------------------------------
 
@@ -247,15 +254,7 @@ impl ControlDb {
         actor: &str,
         remote: Option<&str>,
     ) -> Result<(), AlertError> {
-        let conn = self.conn();
-        let n = conn.execute("DELETE FROM alert_rules WHERE name = ?1", params![name])?;
-        if n == 0 {
-            return Err(AlertError::NotFound(format!(
-                "rule {name:?}; see `dcmon rules list`"
-            )));
-        }
-        audit(&conn, actor, "alert_rule.remove", name, "", remote)?;
-        Ok(())
+        self.remove_named(Named::Rule, name, actor, remote)
     }
 
     // ---- channels ---------------------------------------------------------------
@@ -335,14 +334,37 @@ impl ControlDb {
         actor: &str,
         remote: Option<&str>,
     ) -> Result<(), AlertError> {
+        self.remove_named(Named::Channel, name, actor, remote)
+    }
+
+    /// Deletes the rule or channel called `name`; audited.
+    fn remove_named(
+        &self,
+        what: Named,
+        name: &str,
+        actor: &str,
+        remote: Option<&str>,
+    ) -> Result<(), AlertError> {
+        let (table, noun, list, action) = match what {
+            Named::Rule => ("alert_rules", "rule", "rules", "alert_rule.remove"),
+            Named::Channel => (
+                "alert_channels",
+                "channel",
+                "channels",
+                "alert_channel.remove",
+            ),
+        };
         let conn = self.conn();
-        let n = conn.execute("DELETE FROM alert_channels WHERE name = ?1", params![name])?;
+        let n = conn.execute(
+            &format!("DELETE FROM {table} WHERE name = ?1"),
+            params![name],
+        )?;
         if n == 0 {
             return Err(AlertError::NotFound(format!(
-                "channel {name:?}; see `dcmon channels list`"
+                "{noun} {name:?}; see `dcmon {list} list`"
             )));
         }
-        audit(&conn, actor, "alert_channel.remove", name, "", remote)?;
+        audit(&conn, actor, action, name, "", remote)?;
         Ok(())
     }
 
