@@ -17,7 +17,7 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 
 const METRICS: usize = 10;
@@ -56,12 +56,6 @@ impl Opts {
         }
         Ok(o)
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 fn host(i: usize) -> String {
@@ -106,7 +100,7 @@ async fn receiver(listener: tokio::net::TcpListener, log: Arc<Mutex<Vec<Arrival>
                 if r.read_exact(&mut body).await.is_err() {
                     return;
                 }
-                let at_ms = now_ms();
+                let at_ms = super::unix_ms();
                 let alerts = serde_json::from_slice::<serde_json::Value>(&body)
                     .ok()
                     .and_then(|v| v["alerts"].as_array().cloned())
@@ -136,7 +130,7 @@ async fn receiver(listener: tokio::net::TcpListener, log: Arc<Mutex<Vec<Arrival>
 
 /// remote_write of every metric of `hosts` at `value` (all of them: `None`).
 fn write_samples(opts: &Opts, hosts: Option<usize>, value: f64) -> Vec<u8> {
-    let t = now_ms();
+    let t = super::unix_ms();
     let range = match hosts {
         Some(h) => h..h + 1,
         None => 0..opts.hosts,

@@ -170,15 +170,8 @@ fn collection(opts: &Opts, h: usize, k: f64) -> Vec<MetricSample> {
     out
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("the clock is after 1970")
-        .as_millis() as i64
-}
-
 fn nonce(n: u64) -> String {
-    format!("{:016x}{:016x}", n, now_ms())
+    format!("{:016x}{:016x}", n, super::unix_ms())
 }
 
 pub fn run(args: &[String]) -> Result<()> {
@@ -204,7 +197,7 @@ pub fn run(args: &[String]) -> Result<()> {
         std::fs::create_dir_all(scratch.join(d))?;
     }
 
-    let last = now_ms() / 1000 * 1000 - 25_000;
+    let last = super::unix_ms() / 1000 * 1000 - 25_000;
     let times = [last - 15_000, last];
     let eval_s = (last + 5_000) as f64 / 1000.0;
 
@@ -445,7 +438,15 @@ async fn send_signed(
     n: u64,
     body: Vec<u8>,
 ) -> Result<Vec<u8>> {
-    let h = sign::sign(key, agent_id, "POST", path, now_ms(), &nonce(n), &body);
+    let h = sign::sign(
+        key,
+        agent_id,
+        "POST",
+        path,
+        super::unix_ms(),
+        &nonce(n),
+        &body,
+    );
     let mut req = http
         .post(format!("{base}{path}"))
         .header(sign::HEADER_TIMESTAMP, h.timestamp_ms.to_string())

@@ -58,6 +58,13 @@ impl Drop for Running {
     }
 }
 
+/// Milliseconds since the Unix epoch.
+fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Waits up to a minute for a starting `dcmon server` on `data` to write its certificate
 /// (it does so before it listens); its path. `dir` holds the server's log.
 fn wait_for_certificate(

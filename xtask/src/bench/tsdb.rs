@@ -401,10 +401,7 @@ impl Workload {
     fn generate(opts: &Opts) -> Self {
         let hosts_per_req = opts.batch / SERIES_PER_HOST;
         let groups = opts.hosts.div_ceil(hosts_per_req);
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .expect("the clock is after 1970")
-            .as_millis() as i64;
+        let now = super::unix_ms();
         // The last scrape 30 s ago: every peer accepts and shows it.
         let last_ms = (now - 30_000) / 1000 * 1000;
         let first_ms = last_ms - (opts.steps as i64 - 1) * opts.step_ms;
